@@ -1,0 +1,89 @@
+"""Checkpoints: atomic writes, safe loads, RNG state, and the rules for an output folder.
+
+A checkpoint is a plain dict of tensors and Python primitives: `model` (the unwrapped module's state dict, no
+`module.`/`_orig_mod.` prefixes), `optimizer`, `epoch`, `step`, `rng`, `config` (a dict that rebuilds the model) and
+whatever the script adds. It is written to `<name>.tmp` and renamed over the old file, so a kill during the write
+leaves the previous checkpoint intact. Every load uses `torch.load(..., weights_only=True)`: a checkpoint carrying a
+pickled payload is refused without running it.
+"""
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import PacxError
+
+LAST = "last.pt"
+
+
+def save_atomic(obj: dict, path: str | os.PathLike) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half of one
+
+
+def load(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load a checkpoint safely; a one-line error for a missing, truncated or unsafe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise PacxError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle refusals, truncated zip files, ...: all unusable for the same reason
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PacxError(f"{path}: not a loadable checkpoint (weights_only=True): {first}") from None
+
+
+def rng_state() -> dict:
+    """Every RNG the training loop touches, in weights_only-loadable form."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def prepare_out_dir(out_dir: str | os.PathLike, resume: bool, overwrite: bool) -> Path | None:
+    """Create the run folder and return the checkpoint to resume from (or None).
+
+    A folder that already holds a run is refused unless `--resume` (continue it) or `--overwrite` (start again; the
+    old checkpoint and log are replaced) says what to do with it.
+    """
+    out = Path(out_dir)
+    last = out / LAST
+    if last.exists():
+        if resume:
+            return last
+        if not overwrite:
+            raise PacxError(f"{out}: holds a previous run ({LAST}); pass --resume true to continue it or "
+                            f"--overwrite true to replace it")
+    elif resume and any(out.glob("*.jsonl")):
+        raise PacxError(f"{out}: --resume given but there is no {LAST} to resume from")
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DDP and/or torch.compile wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)

@@ -1,0 +1,85 @@
+"""Process setup shared by every script: torchrun/DDP, device, bf16 autocast, seeding, rank-0 printing.
+
+One code path for CPU and CUDA (STYLE.md points 7 and 9; after nanochat `common.py::compute_init`): under `torchrun`
+the process group uses NCCL on CUDA and gloo on CPU; a plain `python script.py` is a world of one.
+"""
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Runtime:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+    amp: bool  # bf16 autocast, only ever on CUDA
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self):
+        """bf16 autocast on CUDA (no GradScaler needed for bf16); fp32 on CPU."""
+        if self.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def print0(self, *args, **kwargs) -> None:
+        if self.is_main:
+            print(*args, **kwargs, flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def init_runtime(device: str = "auto", seed: int = 0, amp: bool = True) -> Runtime:
+    """Join the torchrun process group if there is one, pick the device and seed every RNG.
+
+    All ranks use the same seed, so they build identical models (DDP also broadcasts rank 0's weights); what must
+    differ per rank (the data shard) is decided by the sampler, not by the seed.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast use TF32 tensor cores
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        dev = torch.device(device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", device_id=dev
+                                if dev.type == "cuda" else None)
+    seed_everything(seed)
+    return Runtime(rank=rank, local_rank=local_rank, world_size=world_size, device=dev, amp=amp)
+
+
+def shutdown(rt: Runtime) -> None:
+    if rt.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    """Mean over ranks (identity in a world of one)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = t.clone()
+        dist.all_reduce(t)
+        t /= dist.get_world_size()
+    return t

@@ -1,0 +1,69 @@
+"""The metrics log (one JSON object per line) and the progress line with throughput and ETA.
+
+Only rank 0 writes. On resume the log is cut back to the checkpoint's step, so the file never holds the same step
+twice (lines written after the last checkpoint by a killed run are replayed by the resumed one).
+"""
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+
+class JsonlLog:
+    def __init__(self, path: str | os.PathLike, enabled: bool = True, resume_step: int | None = None):
+        self.path, self.enabled = Path(path), enabled
+        if not enabled:
+            return
+        if resume_step is None:
+            self.path.write_text("")
+        elif self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, **record) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record, allow_nan=True) + "\n")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def _fmt_seconds(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class Progress:
+    """Tracks steps done out of `total` and formats `step 120/4000 | loss 0.71 | ... | 52.1 img/s | ETA 1:02:11`.
+
+    Throughput and ETA use the wall time since this process started stepping, so a resumed run's ETA is honest.
+    """
+
+    def __init__(self, total_steps: int, start_step: int = 0):
+        self.total, self.start_step = total_steps, start_step
+        self.t0 = time.perf_counter()
+        self.samples = 0
+
+    def update(self, samples: int) -> None:
+        self.samples += samples
+
+    def line(self, step: int, **values) -> str:
+        elapsed = time.perf_counter() - self.t0
+        done = step - self.start_step
+        rate = self.samples / elapsed if elapsed > 0 else float("nan")
+        eta = elapsed / done * (self.total - step) if done > 0 else float("nan")
+        parts = [f"step {step}/{self.total}"]
+        for k, v in values.items():
+            parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+        parts += [f"{rate:.1f} img/s", f"ETA {_fmt_seconds(eta)}"]
+        return " | ".join(parts)
+
+    def images_per_second(self) -> float:
+        elapsed = time.perf_counter() - self.t0
+        return self.samples / elapsed if elapsed > 0 else float("nan")

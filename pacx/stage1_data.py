@@ -1,0 +1,55 @@
+"""Stage-1 inputs: unlabelled images for the MAE and (percentile, observed-mask) arrays for the lab DAE.
+
+DESIGN.md "Stage 1a" Data (CheXpert `train.csv` `Path` column, all views) and "Stage 1b" / "Data formats users
+have" (Symile-MIMIC `labs_percentiles_*.npy` + `labs_missingness_*.npy`, 1 = observed; or a raw labs table whose
+percentile transform is fitted here, on this training table only, and saved beside the run for later stages).
+"""
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .datasets import ImageCSV, ImageFolderList
+from .errors import DataError
+from .labs import LabPercentiles, read_lab_table
+
+LAB_TRANSFORM = "lab_percentiles.json"
+
+
+def image_dataset(data: str, image_column: str = "Path", image_root: str = ""):
+    """A folder of images or a CSV with an image-path column; items are dicts with a uint8 (3, H, W) 'image'."""
+    path = Path(data)
+    if path.is_dir():
+        return ImageFolderList(path)
+    if path.suffix.lower() == ".csv":
+        return ImageCSV(path, image_column, root=image_root or None)
+    raise DataError(f"{data}: expected a folder of images or a .csv with an image-path column")
+
+
+def lab_arrays(data: str, out_dir: Path, id_column: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(percentiles (N, 50), observed (N, 50)) float32 tensors for DAE training."""
+    path = Path(data)
+    if path.is_dir():
+        split = path / "train" if (path / "train").is_dir() else path
+        name = split.name
+        x_file, m_file = split / f"labs_percentiles_{name}.npy", split / f"labs_missingness_{name}.npy"
+        for f in (x_file, m_file):
+            if not f.is_file():
+                raise DataError(f"{f}: not found (expected a Symile-MIMIC data_npy/ folder or its train/ split)")
+        x, m = np.load(x_file), np.load(m_file)
+        if x.ndim != 2 or x.shape[1] != 50 or x.shape != m.shape:
+            raise DataError(f"{x_file}: expected (N, 50) percentiles matching {m_file.name}, found {x.shape} and "
+                            f"{m.shape}")
+    else:
+        table = read_lab_table(path, id_column=id_column, allow_extra=id_column is None)
+        transform = LabPercentiles().fit(table)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        transform.save(out_dir / LAB_TRANSFORM)
+        x, m = transform.transform(table)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise DataError(f"{data}: lab percentile at row {row}, column {col} is {x[row, col]}, expected a number")
+    if not np.isin(m, (0, 1)).all():
+        raise DataError(f"{data}: the observed mask must be 0/1 (1 = observed)")
+    return torch.from_numpy(np.asarray(x, np.float32)), torch.from_numpy(np.asarray(m, np.float32))

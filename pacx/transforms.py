@@ -1,0 +1,70 @@
+"""Image augmentations of the reference, on uint8 tensors, with every random draw from an explicit generator.
+
+DESIGN.md "Stage 1a" (MAE: RandomResizedCrop(224, scale=(0.5, 1.0)) + horizontal flip, ImageNet mean/std; val
+Resize(224)) and "Stage 2" (the distillation augmentations). Parameters are drawn exactly as torchvision's
+`RandomResizedCrop.get_params` draws them, but from the per-sample generator of `pacx.loader`, so a sample's
+augmentation depends on its seed alone (not on worker scheduling or the global RNG). Geometry runs on uint8 (3, H, W)
+tensors; the float conversion and normalisation come last.
+
+Validation resizes to a square (size, size): the reference's `Resize(224)` keeps the aspect ratio, which only works
+when every image is already square (Symile-MIMIC's 320 x 320 crops are); a square resize keeps batches stackable
+for any data set.
+"""
+import math
+
+import torch
+import torchvision.transforms.v2.functional as TF
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * torch.rand((), generator=g).item()
+
+
+def _randint(g: torch.Generator, lo: int, hi: int) -> int:
+    """Integer in [lo, hi)."""
+    return int(torch.randint(lo, hi, (), generator=g).item())
+
+
+def resized_crop_params(g: torch.Generator, height: int, width: int, scale, ratio) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a random crop: torchvision's RandomResizedCrop.get_params, 10 tries then centre crop."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * _uniform(g, *scale)
+        aspect = math.exp(_uniform(g, *log_ratio))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return _randint(g, 0, height - h + 1), _randint(g, 0, width - w + 1), h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def normalize(img: torch.Tensor) -> torch.Tensor:
+    """uint8 (3, H, W) -> float32 ImageNet-normalised (3, H, W)."""
+    return TF.normalize(img.float() / 255.0, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def mae_train(img: torch.Tensor, g: torch.Generator, size: int = 224, scale=(0.5, 1.0)) -> torch.Tensor:
+    """Stage 1: RandomResizedCrop(size, scale) with bicubic interpolation (MAE `main_pretrain.py`) + h-flip."""
+    top, left, h, w = resized_crop_params(g, img.shape[-2], img.shape[-1], scale, (3 / 4, 4 / 3))
+    img = TF.resized_crop(img, top, left, h, w, [size, size], interpolation=TF.InterpolationMode.BICUBIC,
+                          antialias=True)
+    if torch.rand((), generator=g).item() < 0.5:
+        img = TF.horizontal_flip(img)
+    return normalize(img)
+
+
+def eval_resize(img: torch.Tensor, size: int = 224) -> torch.Tensor:
+    """Validation / feature extraction: square bicubic resize and normalisation."""
+    img = TF.resize(img, [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    return normalize(img)
