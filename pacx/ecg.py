@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import PacxError
+
 ecg_embed_dim = 1024  # width of the last stage = the ECG target dimension of Stage 2
 
 
@@ -172,18 +174,18 @@ def load_ecgfounder_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read `12_lead_ECGFounder.pth` (or a bare state dict), strip a `module.` prefix and drop the `dense.*` head."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"ECG checkpoint not found: {path}")
+        raise PacxError(f"ECG checkpoint not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(
+        raise PacxError(
             f"{path}: torch.load(weights_only=True) refused the file ({first_line}); "
             "re-save just its state_dict with torch.save({'state_dict': sd}, path)"
         ) from e
     state_dict = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise ValueError(f"{path}: expected a state dict or a dict with 'state_dict', found {type(obj).__name__}")
+        raise PacxError(f"{path}: expected a state dict or a dict with 'state_dict', found {type(obj).__name__}")
     state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}  # saved from DataParallel/DDP
     return {k: v for k, v in state_dict.items() if not k.startswith("dense.")}
 
@@ -221,13 +223,13 @@ class ECGEncoder(Net1D):
         missing = [k for k in expected if k not in state_dict]
         unexpected = [k for k in state_dict if k not in expected]
         if missing or unexpected:
-            raise ValueError(
+            raise PacxError(
                 f"{path}: not a 12-lead ECGFounder Net1D checkpoint: {len(missing)} missing keys {missing[:3]}, "
                 f"{len(unexpected)} unexpected keys {unexpected[:3]}"
             )
         for k, v in state_dict.items():
             if v.shape != expected[k].shape:
-                raise ValueError(
+                raise PacxError(
                     f"{path}: key {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)} "
                     "(a checkpoint of another Net1D configuration?)"
                 )

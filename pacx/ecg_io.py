@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import butter, filtfilt, iirnotch, medfilt, resample_poly
 
+from .errors import DataError
+
 ECGFOUNDER_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 # MIMIC-IV-ECG records (and so the Symile-MIMIC arrays built from them) store aVF before aVL
 MIMIC_ECG_LEADS = ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -27,7 +29,7 @@ ECG_SECONDS = 10.0
 _TO_MILLIVOLT = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3}
 
 
-class ECGReadError(ValueError):
+class ECGReadError(DataError):
     """A record that cannot become a 12-lead ECGFounder input; the message names the record and the problem."""
 
 
@@ -63,7 +65,7 @@ def read_wfdb_ecg(
 
     base = _record_base(record_path)
     if not base.with_suffix(".hea").is_file():
-        raise FileNotFoundError(f"ECG record not found: {base.with_suffix('.hea')} does not exist")
+        raise ECGReadError(f"ECG record not found: {base.with_suffix('.hea')} does not exist")
     try:
         record = wfdb.rdrecord(str(base), physical=True)
     except Exception as e:  # wfdb's own errors vary by format; give one line naming the record
@@ -126,18 +128,18 @@ def ecgfounder_preprocess(sig: np.ndarray, fs: int = ECG_FS, notch_hz: float | N
     """
     sig = np.asarray(sig, dtype=np.float64)
     if sig.ndim != 2:
-        raise ValueError(f"ecgfounder_preprocess: expected one record (leads, L), found shape {sig.shape}")
+        raise DataError(f"ecgfounder_preprocess: expected one record (leads, L), found shape {sig.shape}")
     if not np.isfinite(sig).all():
-        raise ValueError("ecgfounder_preprocess: the signal has NaN or inf samples")
+        raise DataError("ecgfounder_preprocess: the signal has NaN or inf samples")
     if notch_hz is not None:
         # Quirk kept from the reference: the notch is at 50 Hz although MIMIC-IV-ECG was recorded on 60 Hz mains
         # (the 40 Hz low-pass already damps both); pass notch_hz=60.0 for the mains of North American data.
         if not 0 < notch_hz < fs / 2:
-            raise ValueError(f"ecgfounder_preprocess: notch_hz must lie in (0, {fs / 2}) for fs={fs}, found {notch_hz}")
+            raise DataError(f"ecgfounder_preprocess: notch_hz must lie in (0, {fs / 2}) for fs={fs}, found {notch_hz}")
         b, a = iirnotch(notch_hz, 30.0, fs=fs)
         sig = filtfilt(b, a, sig, axis=-1)
     if fs <= 80:
-        raise ValueError(f"ecgfounder_preprocess: the 40 Hz band edge needs fs > 80 Hz, found fs={fs}")
+        raise DataError(f"ecgfounder_preprocess: the 40 Hz band edge needs fs > 80 Hz, found fs={fs}")
     b, a = butter(4, [0.67, 40.0], btype="bandpass", fs=fs)
     sig = filtfilt(b, a, sig, axis=-1)
     width = int(0.4 * fs) + 1
@@ -154,6 +156,6 @@ def symile_ecg_to_ecgfounder(ecg: np.ndarray) -> np.ndarray:
     Works on a memory-mapped array slice; the result is a float32 copy.
     """
     if ecg.ndim != 4 or ecg.shape[1] != 1 or ecg.shape[3] != 12:
-        raise ValueError(f"Symile ECG array: expected shape (N, 1, L, 12), found {ecg.shape}")
+        raise DataError(f"Symile ECG array: expected shape (N, 1, L, 12), found {ecg.shape}")
     order = [MIMIC_ECG_LEADS.index(lead) for lead in ECGFOUNDER_LEADS]  # swaps aVF and aVL
     return np.ascontiguousarray(ecg[:, 0][:, :, order].transpose(0, 2, 1), dtype=np.float32)  # (N, 12, L)

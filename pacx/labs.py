@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import DataError
+
 # DESIGN.md "Stage 1b": MIMIC-IV itemids, ascending, which is the column order of Symile-MIMIC's arrays.
 LAB_ITEMIDS = (
     50802, 50804, 50813, 50818, 50820, 50821, 50861, 50862, 50863, 50868,
@@ -75,11 +77,11 @@ def _lab_matrix(table) -> np.ndarray:
     if isinstance(table, pd.DataFrame):
         absent = [c for c in LAB_COLUMNS if c not in table.columns]
         if absent:
-            raise ValueError(f"lab table lacks the lab columns {absent} (expected all of pacx.labs.LAB_COLUMNS)")
+            raise DataError(f"lab table lacks the lab columns {absent} (expected all of pacx.labs.LAB_COLUMNS)")
         return table[list(LAB_COLUMNS)].to_numpy(dtype=np.float64)
     x = np.asarray(table, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != N_LABS:
-        raise ValueError(f"lab array must have shape (N, {N_LABS}), found {x.shape}")
+        raise DataError(f"lab array must have shape (N, {N_LABS}), found {x.shape}")
     return x
 
 
@@ -114,7 +116,7 @@ class LabPercentiles:
     def transform(self, table) -> tuple[np.ndarray, np.ndarray]:
         """(percentiles, observed): both (N, L) float32; missing percentiles are mean-imputed, observed 1 = measured."""
         if self.values is None:
-            raise ValueError("LabPercentiles: call fit() or load() before transform()")
+            raise DataError("LabPercentiles: call fit() or load() before transform()")
         x = _lab_matrix(table)
         observed = ~np.isnan(x)
         pct = np.empty_like(x)
@@ -122,7 +124,7 @@ class LabPercentiles:
             obs = observed[:, j]
             n = int(self.cum_counts[j][-1]) if len(self.cum_counts[j]) else 0
             if n == 0 and obs.any():
-                raise ValueError(f"lab {_describe(j)} has values but the fitted training split had none")
+                raise DataError(f"lab {_describe(j)} has values but the fitted training split had none")
             # searchsorted(side="right") = number of unique training values <= x; prepend 0 for "none".
             k = np.searchsorted(self.values[j], x[obs, j], side="right")
             pct[obs, j] = np.concatenate([[0], self.cum_counts[j]])[k] / max(n, 1)
@@ -146,10 +148,10 @@ class LabPercentiles:
     def load(cls, path) -> "LabPercentiles":
         blob = json.loads(Path(path).read_text())
         if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
-            raise ValueError(f"{path}: not a LabPercentiles file (expected key 'format' = '{_FORMAT}')")
+            raise DataError(f"{path}: not a LabPercentiles file (expected key 'format' = '{_FORMAT}')")
         itemids = [lab.get("itemid") for lab in blob["labs"]]
         if itemids != list(LAB_ITEMIDS):
-            raise ValueError(f"{path}: key 'labs' lists itemids {itemids}, expected {list(LAB_ITEMIDS)}")
+            raise DataError(f"{path}: key 'labs' lists itemids {itemids}, expected {list(LAB_ITEMIDS)}")
         self = cls()
         self.values = [np.array([float(v) for v in lab["values"]], dtype=np.float64) for lab in blob["labs"]]
         self.cum_counts = [np.array(lab["cum_counts"], dtype=np.int64) for lab in blob["labs"]]
@@ -166,7 +168,7 @@ def _parse_numbers(cells: pd.Series, path, column: str) -> np.ndarray:
     bad = np.flatnonzero(np.isnan(values) & ~blank)
     if len(bad):
         i = int(bad[0])
-        raise ValueError(
+        raise DataError(
             f"{path}: line {i + 2} (data row {i + 1}), column '{column}': expected a number, an empty cell or "
             f"inf/-inf, found {text.iloc[i]!r} ({len(bad)} such cell(s) in this column)"
         )
@@ -189,14 +191,14 @@ def read_lab_table(
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise ValueError(f"{path}: not a readable CSV table: {str(e).strip()}") from None
+        raise DataError(f"{path}: not a readable CSV table: {str(e).strip()}") from None
     header = list(raw.columns)
     if id_column is not None and id_column not in header:
-        raise ValueError(f"{path}: id column '{id_column}' not found; the file has columns {header}")
+        raise DataError(f"{path}: id column '{id_column}' not found; the file has columns {header}")
     mapping = dict(columns or {})
     for key in mapping:
         if key not in header:
-            raise ValueError(f"{path}: column '{key}' named in columns= is not in the file; it has {header}")
+            raise DataError(f"{path}: column '{key}' named in columns= is not in the file; it has {header}")
 
     source: dict[int, str] = {}  # lab position -> CSV column
     for col in header:
@@ -205,7 +207,7 @@ def read_lab_table(
         if col in mapping:
             j = lab_index(mapping[col])
             if j is None:
-                raise ValueError(
+                raise DataError(
                     f"{path}: columns= maps '{col}' to {mapping[col]!r}, which is not one of the 50 labs "
                     "(expected an itemid such as 50802 or a name such as 'Base Excess')"
                 )
@@ -214,17 +216,17 @@ def read_lab_table(
             if j is None:
                 if allow_extra:
                     continue
-                raise ValueError(
+                raise DataError(
                     f"{path}: column '{col}' is neither a lab (itemid or name from pacx.labs) nor the id column; "
                     "map it with columns=, or pass allow_extra=True to ignore it"
                 )
         if j in source:
-            raise ValueError(f"{path}: columns '{source[j]}' and '{col}' both give lab {_describe(j)}")
+            raise DataError(f"{path}: columns '{source[j]}' and '{col}' both give lab {_describe(j)}")
         source[j] = col
 
     absent = [j for j in range(N_LABS) if j not in source]
     if absent and not allow_missing:
-        raise ValueError(
+        raise DataError(
             f"{path}: no column for lab(s) {', '.join(_describe(j) for j in absent)}; "
             "pass allow_missing=True to treat them as never measured"
         )

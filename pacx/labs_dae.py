@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn as nn
 
+from .errors import DataError
+
 
 @dataclass
 class LabDAEConfig:
@@ -113,16 +115,16 @@ def load_lab_dae(path, map_location="cpu") -> LabDAE:
         known = {f.name for f in fields(LabDAEConfig)}
         unknown = sorted(set(ckpt.get("config", {})) - known)
         if unknown:
-            raise ValueError(f"{path}: key 'config' has unknown LabDAEConfig fields {unknown}; known: {sorted(known)}")
+            raise DataError(f"{path}: key 'config' has unknown LabDAEConfig fields {unknown}; known: {sorted(known)}")
         cfg, state = LabDAEConfig(**ckpt.get("config", {})), ckpt["model"]
     elif "state_dict" in ckpt:
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
         if "encoder.0.weight" not in state:
-            raise ValueError(f"{path}: 'state_dict' has no 'model.encoder.0.weight'; not a lab DAE checkpoint")
+            raise DataError(f"{path}: 'state_dict' has no 'model.encoder.0.weight'; not a lab DAE checkpoint")
         hidden, two_l = state["encoder.0.weight"].shape
         cfg = LabDAEConfig(n_labs=two_l // 2, hidden=hidden, latent=state["encoder.3.weight"].shape[0])
     else:
-        raise ValueError(f"{path}: expected key 'model' (or a Lightning 'state_dict'), found keys {list(ckpt)}")
+        raise DataError(f"{path}: expected key 'model' (or a Lightning 'state_dict'), found keys {list(ckpt)}")
     model = LabDAE(cfg)
     model.load_state_dict(state)
     return model

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pacx.errors import PacxError
 from pacx.ecg import BasicBlock, ConvPadSame, ECGEncoder, Net1D, Net1DConfig, ecg_embed_dim
 
 # Counted by instantiating PKUDigitalHealth/ECGFounder net1d.py `Net1D(12, 64, 1, [64,160,160,400,400,1024,1024],
@@ -100,17 +101,17 @@ def test_checkpoint_with_wrong_keys_or_shapes_is_refused(source_net, tmp_path):
     renamed = "stage_list.0.block_list.0.conv1.conv.weight"
     state_dict[renamed.replace("conv1", "conv9")] = state_dict.pop(renamed)
     torch.save({"state_dict": state_dict}, bad_keys)
-    with pytest.raises(ValueError, match=r"1 missing keys \['stage_list.0.block_list.0.conv1.conv.weight'\].*conv9"):
+    with pytest.raises(PacxError, match=r"1 missing keys \['stage_list.0.block_list.0.conv1.conv.weight'\].*conv9"):
         ECGEncoder.from_checkpoint(bad_keys)
 
     one_lead = tmp_path / "one_lead.pth"
     state_dict = dict(source_net.state_dict())
     state_dict["first_conv.conv.weight"] = torch.zeros(64, 1, 16)  # the 1-lead ECGFounder stem
     torch.save({"state_dict": state_dict}, one_lead)
-    with pytest.raises(ValueError, match=r"first_conv.conv.weight has shape \(64, 1, 16\), expected \(64, 12, 16\)"):
+    with pytest.raises(PacxError, match=r"first_conv.conv.weight has shape \(64, 1, 16\), expected \(64, 12, 16\)"):
         ECGEncoder.from_checkpoint(one_lead)
 
-    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+    with pytest.raises(PacxError, match="nowhere.pth"):
         ECGEncoder.from_checkpoint(tmp_path / "nowhere.pth")
 
 

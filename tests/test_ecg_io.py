@@ -142,7 +142,7 @@ def test_symile_array_converts_to_ecgfounder_layout():
 
 def test_bad_records_give_clear_errors(tmp_path):
     rng = np.random.default_rng(0)
-    with pytest.raises(FileNotFoundError, match="nothing.hea"):
+    with pytest.raises(ECGReadError, match="nothing.hea"):
         read_wfdb_ecg(tmp_path / "nothing")
 
     wrong = write_record(tmp_path, "wrong", rng.normal(size=(5000, 12)), list(ECGFOUNDER_LEADS[:10]) + ["X1", "X2"])
