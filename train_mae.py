@@ -26,7 +26,7 @@ from pacx.labs_dae import LabDAE, LabDAEConfig
 from pacx.loader import GlobalBatchSampler, SeededView, check_batch, make_loader
 from pacx.mae import MAE_PRESETS, MaskedAutoencoder
 from pacx.optim import lr_factor, make_adamw, param_groups, set_lr
-from pacx.runlog import JsonlLog, Progress
+from pacx.runlog import JsonlLog, LossMeter, Progress
 from pacx.stage1_data import image_dataset, lab_arrays
 from pacx.transforms import mae_train
 from pacx.weights import load_mae_weights
@@ -140,11 +140,7 @@ def main(argv=None):
 
     step = 0
     if resume_from is not None:
-        state = ckpt.load(resume_from)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        ckpt.set_rng_state(state["rng"])
-        step = state["step"]
+        step = ckpt.restore_training_state(resume_from, model, optimizer)
         rt.print0(f"resumed {resume_from} at step {step}")
     log = JsonlLog(out / "metrics.jsonl", rt.is_main, resume_step=step if resume_from else None)
     if rt.is_main:
@@ -158,21 +154,15 @@ def main(argv=None):
     if cfg.compile:
         train_model = torch.compile(train_model)
 
-    def check_finite():
-        if not torch.isfinite(loss_sum):  # NaN/Inf anywhere since the last log line stays in the sum
-            raise PacxError(f"non-finite loss in the steps up to step {step}; stopping without saving: the last "
-                            f"good checkpoint is {out / ckpt.LAST}")
-
     def save():
-        check_finite()
+        meter.check_finite(step, out / ckpt.LAST)
         if rt.is_main:
-            ckpt.save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                              "epoch": step // steps_per_epoch, "rng": ckpt.rng_state(),
-                              "config": model_config, "script_config": asdict(cfg)}, out / ckpt.LAST)
+            ckpt.save_training_state(out / ckpt.LAST, model, optimizer, step, steps_per_epoch,
+                                     config=model_config, script_config=asdict(cfg))
 
     warmup = cfg.warmup_steps / steps_per_epoch if cfg.warmup_steps else cfg.warmup_epochs
     progress = Progress(total_steps, start_step=step)
-    loss_sum, loss_count = torch.zeros((), device=rt.device), 0  # summed since the last log line
+    meter = LossMeter()
     model.train()
     while step < total_steps:
         epoch = step // steps_per_epoch
@@ -195,17 +185,13 @@ def main(argv=None):
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             step += 1
-            loss_sum += loss.detach()  # summed on the device: no host synchronisation inside the step
-            loss_count += 1
+            meter.add({"loss": loss})
             progress.update(len(batch[0]) * rt.world_size)
             if step % cfg.log_every == 0 or step == total_steps:
-                check_finite()
-                mean_loss = all_reduce_mean(loss_sum).item() / loss_count  # one host sync per log line
-                lr = optimizer.param_groups[0]["lr"]
-                rt.print0(progress.line(step, epoch=epoch, loss=mean_loss, lr=lr))
-                log.write(step=step, epoch=epoch, loss=mean_loss, lr=lr, img_per_s=progress.images_per_second())
-                loss_sum.zero_()
-                loss_count = 0
+                meter.check_finite(step, out / ckpt.LAST)
+                means, lr = meter.means(all_reduce_mean), optimizer.param_groups[0]["lr"]
+                rt.print0(progress.line(step, epoch=epoch, **means, lr=lr))
+                log.write(step=step, epoch=epoch, **means, lr=lr, img_per_s=progress.images_per_second())
             if cfg.ckpt_every and step % cfg.ckpt_every == 0:
                 save()
             if step >= total_steps:

@@ -87,3 +87,19 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     model = getattr(model, "_orig_mod", model)
     model = getattr(model, "module", model)
     return getattr(model, "_orig_mod", model)
+
+
+def save_training_state(path, model: torch.nn.Module, optimizer, step: int, steps_per_epoch: int, **extra) -> None:
+    """The resumable state of a training script: model, optimizer, step (and epoch), every RNG, plus `extra`
+    (the model config that rebuilds the model, the script config)."""
+    save_atomic({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                 "epoch": step // steps_per_epoch, "rng": rng_state(), **extra}, path)
+
+
+def restore_training_state(path, model: torch.nn.Module, optimizer) -> int:
+    """Load what `save_training_state` wrote into `model` and `optimizer`, restore the RNGs, return the step."""
+    state = load(path)
+    unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    return state["step"]

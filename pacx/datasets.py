@@ -21,9 +21,9 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import DataError
-from .images import DICOM_SUFFIXES, read_gray, read_rgb_tensor
+from .images import DICOM_SUFFIXES, PILLOW_SUFFIXES, read_gray, read_rgb_tensor
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff") + DICOM_SUFFIXES
+IMAGE_SUFFIXES = PILLOW_SUFFIXES + DICOM_SUFFIXES
 
 CHEXPERT_LABELS = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -34,8 +34,6 @@ NIH_LABELS = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax",
     "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
 )
-# Symile-MIMIC stores each ECG as wfdb read it from MIMIC-IV-ECG: aVF before aVL (pacx.ecg_io reorders by name).
-SYMILE_ECG_LEADS = ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6")
 SYMILE_RETRIEVAL_SPLITS = ("val_retrieval", "test")  # query + 9 candidates per group, hadm_ids repeat
 N_LABS = 50
 
@@ -52,7 +50,8 @@ def read_table(path: str | Path, columns=()) -> pd.DataFrame:
     if not path.is_file():
         raise DatasetFormatError(f"{path}: no such file")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        # utf-8-sig: spreadsheet exports often start with a byte-order mark that would rename the first column
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DatasetFormatError(f"{path}: not a readable CSV table ({type(err).__name__}: {err})") from err
     df = df.fillna("")  # rows shorter than the header give NaN even with keep_default_na=False
@@ -93,20 +92,35 @@ def check_unique(values: pd.Series, path, column: str) -> None:
         raise _fail(path, i, column, f"unique ids (first seen on line {first + 2})", values.iloc[i])
 
 
-def resolve(root: Path, value: str) -> Path:
-    p = Path(value)
-    return p if p.is_absolute() else root / p
+def file_column(df: pd.DataFrame, column: str, root: Path, path, check_files: bool) -> list[Path]:
+    """The column's file paths, relative ones taken under `root`; a blank cell is an error, and so (with
+    `check_files`) is a file that does not exist."""
+    text = df[column].str.strip()
+    blank = (text == "").to_numpy()
+    if blank.any():
+        raise _fail(path, int(np.flatnonzero(blank)[0]), column, "a file path", "")
+    files = [Path(v) if Path(v).is_absolute() else root / v for v in text]
+    if check_files:
+        check_exist(files, path, column)
+    return files
 
 
-def check_exist(paths: list[Path], path, column: str, suffix: str = "") -> None:
-    """Every listed file must exist (`suffix` appended, e.g. '.hea' for WFDB records); one line for all misses."""
-    missing = [i for i, p in enumerate(paths) if not Path(str(p) + suffix).is_file()]
+def check_exist(files: list[Path], path, column: str, rows=None) -> None:
+    """Every file must exist; one line for all the misses. `rows[k]`: the data row that named files[k]
+    (default k), for the line number in the message."""
+    missing = [k for k, p in enumerate(files) if not p.is_file()]
     if missing:
-        i = missing[0]
+        k = missing[0]
+        line = (k if rows is None else int(rows[k])) + 2
         raise DatasetFormatError(
-            f"{path}: {len(missing)} of {len(paths)} files in column {column!r} do not exist; "
-            f"first on line {i + 2}: {str(paths[i]) + suffix}"
+            f"{path}: {len(missing)} of {len(files)} files in column {column!r} do not exist; "
+            f"first on line {line}: {files[k]}"
         )
+
+
+def wfdb_header(record: Path) -> Path:
+    """A WFDB record's header file; the record may be named with or without its .hea/.dat/.mat extension."""
+    return record.with_suffix(".hea") if record.suffix.lower() in (".hea", ".dat", ".mat") else Path(f"{record}.hea")
 
 
 def _image_item(path: Path, transform) -> torch.Tensor:
@@ -133,9 +147,7 @@ class ImageCSV(Dataset):
             raise DatasetFormatError(f"{csv}: task {task!r} takes one label column, found {label_columns}")
         df = read_table(csv, [image_column] + label_columns)
         root = Path(root) if root is not None else Path(csv).parent
-        self.paths = [resolve(root, v) for v in df[image_column]]
-        if check_files:
-            check_exist(self.paths, csv, image_column)
+        self.paths = file_column(df, image_column, root, csv, check_files)
         self.task, self.transform, self.classes = task, transform, list(classes) if classes else None
         self.label_names = label_columns
         self.labels = None
@@ -211,16 +223,15 @@ class CheXpert(Dataset):
         self.label_names = list(label_columns)
         df = read_table(csv, ["Path"] + self.label_names)
         check_unique(df["Path"], csv, "Path")
-        rel = [Path(v) for v in df["Path"]]
-        prefix = next((p.parts[0] for p in rel if p.parts and p.parts[0].startswith("CheXpert-v1.0")), None)
+        prefixes = df["Path"].str.extract(r"^(CheXpert-v1\.0[^/]*)/", expand=False).dropna()
+        prefix = prefixes.iloc[0] if len(prefixes) else None  # the data set folder's name, e.g. CheXpert-v1.0-small
         if root is None:
             data_dir = csv.parent
         else:
             root = Path(root)
             data_dir = root / prefix if prefix and (root / prefix).is_dir() else root
-        self.paths = [data_dir / Path(*p.parts[1:]) if p.parts[0] == prefix else resolve(data_dir, str(p)) for p in rel]
-        if check_files:
-            check_exist(self.paths, csv, "Path")
+        relative = df.assign(Path=df["Path"].str.replace(r"^CheXpert-v1\.0[^/]*/", "", regex=True))
+        self.paths = file_column(relative, "Path", data_dir, csv, check_files)
         codes = parse_codes(df, self.label_names, csv, allowed=(1, 0, -1), allow_blank=True)  # (N, 14), NaN blank
         self.label_mask = np.ones_like(codes)
         unknown, unmentioned = codes == -1, np.isnan(codes)
@@ -282,7 +293,7 @@ class NIHChestXray14(Dataset):
                     found.setdefault(p.name, p)
         self.paths = [found.get(name, root / "images" / name) for name in self.ids]
         if check_files:
-            check_exist(self.paths, csv, "Image Index")
+            check_exist(self.paths, csv, "Image Index", rows)
         self.transform = transform
 
     @staticmethod
@@ -337,11 +348,13 @@ class VinDrCXR(Dataset):
         if "rad_id" in df.columns:
             check_unique(df["image_id"] + " / " + df["rad_id"], csv, "image_id / rad_id")
             groups = pd.DataFrame(codes, columns=columns).groupby(df["image_id"].to_numpy(), sort=False)
-            ids = groups.sum().index.to_numpy()
-            positive = groups.sum().to_numpy() * 2 > groups.count().to_numpy()  # (N, C) strict majority
+            votes, readers = groups.sum(), groups.size().to_numpy()[:, None]  # (N, C), (N, 1)
+            ids, positive = votes.index.to_numpy(), votes.to_numpy() * 2 > readers  # strict majority
+            first_rows = groups.cumcount().to_numpy() == 0  # each image's first reading, in image order
+            rows = np.flatnonzero(first_rows)
         else:
             check_unique(df["image_id"], csv, "image_id")
-            ids, positive = df["image_id"].to_numpy(), codes == 1
+            ids, positive, rows = df["image_id"].to_numpy(), codes == 1, None
         if label_names is None:
             counts = positive.sum(axis=0)
             keep = [j for j, c in enumerate(columns) if c not in exclude and counts[j] >= min_positives]
@@ -363,7 +376,7 @@ class VinDrCXR(Dataset):
             for i in ids
         ]
         if check_files:
-            check_exist(self.paths, csv, "image_id")
+            check_exist(self.paths, csv, "image_id", rows)
         self.transform = transform
 
     def __len__(self) -> int:
@@ -387,11 +400,8 @@ class SegmentationCSV(Dataset):
                  mask_column: str = "mask_path", check_files: bool = True):
         df = read_table(csv, [image_column, mask_column])
         root = Path(root) if root is not None else Path(csv).parent
-        self.paths = [resolve(root, v) for v in df[image_column]]
-        self.mask_paths = [resolve(root, v) for v in df[mask_column]]
-        if check_files:
-            check_exist(self.paths, csv, image_column)
-            check_exist(self.mask_paths, csv, mask_column)
+        self.paths = file_column(df, image_column, root, csv, check_files)
+        self.mask_paths = file_column(df, mask_column, root, csv, check_files)
         self.transform = transform
 
     def __len__(self) -> int:
@@ -429,8 +439,9 @@ class SymileMIMIC(Dataset):
     cxr (N, 3, H, W) ImageNet-normalised, ecg (N, 1, L, 12) in [-1, 1], labs_percentiles (N, 50),
     labs_missingness (N, 50) with 1 = observed, hadm_id (N,); the retrieval splits val_retrieval and test add
     label_hadm_id (N,) and label (N,) (1 = the query's true candidate among 10).
-    Items: cxr float (3, H, W) (`cxr_transform` applied to it), ecg float (12, L) in the stored MIMIC lead order
-    SYMILE_ECG_LEADS, labs (50,), mask (50,) (1 = observed), hadm_id, and for retrieval label_hadm_id, label.
+    Items: cxr float (3, H, W) (`cxr_transform` applied to it), ecg float (12, L) in the stored lead order (as
+    wfdb read MIMIC-IV-ECG: aVF before aVL, pacx.ecg_io.MIMIC_ECG_LEADS), labs (50,), mask (50,) (1 = observed),
+    hadm_id, and for retrieval label_hadm_id, label.
     """
 
     def __init__(self, data_dir, split: str, cxr_transform: Callable | None = None):
@@ -444,9 +455,9 @@ class SymileMIMIC(Dataset):
         }
         if self.retrieval:
             shapes.update(label_hadm_id=("N",), label=("N",))
-        arrays = {}
+        arrays, self.files = {}, {}
         for name, shape in shapes.items():
-            path = folder / f"{name}_{split}.npy"
+            path = self.files[name] = folder / f"{name}_{split}.npy"
             arr = _load_npy(path)
             fits = arr.ndim == len(shape) and all(isinstance(d, str) or d == a for d, a in zip(shape, arr.shape))
             if not fits:
@@ -473,6 +484,15 @@ class SymileMIMIC(Dataset):
                     f"{int(np.flatnonzero((ids == ids.iloc[i]).to_numpy())[0])}"
                 )
         self.arrays, self.cxr_transform = arrays, cxr_transform
+
+    # DataLoader workers started by spawn/forkserver receive a pickled copy: send the file names and re-open the
+    # memory maps there, instead of pickling the arrays' contents (12 GB for the train CXRs).
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "arrays": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.arrays = {name: np.load(path, mmap_mode="r") for name, path in self.files.items()}
 
     def __len__(self) -> int:
         return len(self.arrays["cxr"])
@@ -508,13 +528,11 @@ class TripletCSV(Dataset):
         columns = [image_column] + ([ecg_column] if ecg_reader else []) + ([lab_column] if lab_lookup else [])
         df = read_table(csv, columns)
         root = Path(root) if root is not None else Path(csv).parent
-        self.paths = [resolve(root, v) for v in df[image_column]]
-        self.ecg_paths = [resolve(root, v) for v in df[ecg_column]] if ecg_reader else None
+        self.paths = file_column(df, image_column, root, csv, check_files)
+        self.ecg_paths = file_column(df, ecg_column, root, csv, False) if ecg_reader else None
+        if ecg_reader and check_files:
+            check_exist([wfdb_header(p) for p in self.ecg_paths], csv, ecg_column)
         self.lab_ids = df[lab_column].to_numpy() if lab_lookup else None
-        if check_files:
-            check_exist(self.paths, csv, image_column)
-            if ecg_reader:
-                check_exist(self.ecg_paths, csv, ecg_column, suffix=".hea")
         self.ecg_reader, self.lab_lookup, self.transform = ecg_reader, lab_lookup, transform
 
     def __len__(self) -> int:

@@ -24,6 +24,7 @@ from PIL import Image, ImageOps
 from .errors import DataError
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
+PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 class ImageReadError(DataError):
@@ -57,10 +58,17 @@ def scale_to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.rint((arr - lo) / (hi - lo) * 255.0).astype(np.uint8)
 
 
+def _one_line(err: Exception) -> str:
+    """A library's error as `Type: message` on one line (pydicom's codec messages span several)."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:300]}"
+
+
 def _is_dicom(path: Path) -> bool:
-    """DICOM by suffix, or by the 'DICM' magic after the 128-byte preamble (files exported without a suffix)."""
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
+    """DICOM by suffix, or for other suffixes (often none) by the 'DICM' magic after the 128-byte preamble."""
+    suffix = path.suffix.lower()
+    if suffix in DICOM_SUFFIXES or suffix in PILLOW_SUFFIXES:
+        return suffix in DICOM_SUFFIXES
     with open(path, "rb") as f:
         head = f.read(132)
     return head[128:132] == b"DICM"
@@ -74,7 +82,7 @@ def _read_pillow(path: Path) -> np.ndarray:
             img = ImageOps.exif_transpose(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         # Pillow reports unknown formats as UnidentifiedImageError (an OSError), truncation as OSError.
-        raise ImageReadError(f"{path}: not a readable image ({type(err).__name__}: {err})") from err
+        raise ImageReadError(f"{path}: not a readable image ({_one_line(err)})") from err
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         # 16-bit, 32-bit or float gray: no display range in the file, so stretch the stored range.
         arr = np.asarray(img)
@@ -91,13 +99,13 @@ def _read_dicom(path: Path) -> np.ndarray:
     try:
         import pydicom
         from pydicom.pixels import apply_modality_lut, apply_voi_lut
-    except ImportError as err:
-        raise ImportError(f"{path}: reading DICOM needs pydicom (pip install pydicom)") from err
+    except ImportError as err:  # a DataError, not an ImportError, so scripts and loader workers print one line
+        raise ImageReadError(f"{path}: reading DICOM needs pydicom, not installed (pip install pydicom)") from err
     try:
         # force=True also reads files written without the 128-byte preamble (common in older archives).
         ds = pydicom.dcmread(path, force=True)
     except Exception as err:  # pydicom raises many types for bad bytes; turn each into one line
-        raise ImageReadError(f"{path}: not a readable DICOM file ({type(err).__name__}: {err})") from err
+        raise ImageReadError(f"{path}: not a readable DICOM file ({_one_line(err)})") from err
     if "PixelData" not in ds:
         raise ImageReadError(f"{path}: DICOM file has no PixelData element (no image in it)")
     try:
@@ -105,9 +113,7 @@ def _read_dicom(path: Path) -> np.ndarray:
     except Exception as err:  # missing codec, truncated pixel data, inconsistent header
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         syntax_name = getattr(syntax, "name", "unknown transfer syntax")
-        raise ImageReadError(
-            f"{path}: cannot decode DICOM pixels ({syntax_name}; {type(err).__name__}: {err})"
-        ) from err
+        raise ImageReadError(f"{path}: cannot decode DICOM pixels ({syntax_name}; {_one_line(err)})") from err
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise ImageReadError(f"{path}: expected a single-frame radiograph, found {frames} frames")

@@ -9,6 +9,10 @@ import os
 import time
 from pathlib import Path
 
+import torch
+
+from .errors import PacxError
+
 
 class JsonlLog:
     def __init__(self, path: str | os.PathLike, enabled: bool = True, resume_step: int | None = None):
@@ -67,3 +71,29 @@ class Progress:
     def images_per_second(self) -> float:
         elapsed = time.perf_counter() - self.t0
         return self.samples / elapsed if elapsed > 0 else float("nan")
+
+
+class LossMeter:
+    """Sums loss terms on the device between log lines, so a training step never waits for the host."""
+
+    def __init__(self):
+        self.sums, self.count = {}, 0
+
+    def add(self, parts: dict) -> None:
+        for k, v in parts.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+        self.count += 1
+
+    def check_finite(self, step: int, last_good) -> None:
+        """Stop the run on a NaN/Inf loss since the last `means()` (it stays visible in the sums); one host sync.
+        Called before every log line and checkpoint, so a non-finite state is never saved."""
+        if not all(bool(torch.isfinite(v)) for v in self.sums.values()):
+            raise PacxError(f"non-finite loss in the steps before step {step}; stopped, the last good state is "
+                            f"{last_good}")
+
+    def means(self, reduce=lambda t: t) -> dict:
+        """Mean of each term since the last call (`reduce`: e.g. the mean over ranks), then reset."""
+        out = {k: reduce(v).item() / max(self.count, 1) for k, v in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return out

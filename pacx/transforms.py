@@ -68,3 +68,49 @@ def eval_resize(img: torch.Tensor, size: int = 224) -> torch.Tensor:
     """Validation / feature extraction: square bicubic resize and normalisation."""
     img = TF.resize(img, [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
     return normalize(img)
+
+
+def denormalize(img: torch.Tensor) -> torch.Tensor:
+    """ImageNet-normalised float (3, H, W) -> [0, 1] float (Symile-MIMIC stores its crops normalised)."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=img.dtype).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=img.dtype).view(3, 1, 1)
+    return (img * std + mean).clamp(0, 1)
+
+
+def distill_train(img: torch.Tensor, g: torch.Generator, size: int = 224) -> torch.Tensor:
+    """Stage 2 (DESIGN.md "Stage 2", CXR aug), on a uint8 or [0, 1] float (3, H, W) image:
+    RandomResizedCrop(size, scale (0.75, 1), ratio (0.85, 1.15)); p=0.6 RandomAffine(10 deg, translate 0.1,
+    scale 0.9-1.1); p=0.3 ColorJitter(brightness 0.2, contrast 0.2); p=0.15 GaussianBlur(5, sigma 0.1-2);
+    ImageNet normalisation; RandomErasing(p 0.25, scale 0.02-0.1, ratio 0.3-3.3, value 0)."""
+    img = img.float() / 255.0 if img.dtype == torch.uint8 else img
+    top, left, h, w = resized_crop_params(g, img.shape[-2], img.shape[-1], (0.75, 1.0), (0.85, 1.15))
+    img = TF.resized_crop(img, top, left, h, w, [size, size], antialias=True)
+    if _uniform(g, 0, 1) < 0.6:
+        max_shift = 0.1 * size
+        img = TF.affine(img, angle=_uniform(g, -10, 10),
+                        translate=[round(_uniform(g, -max_shift, max_shift)), round(_uniform(g, -max_shift, max_shift))],
+                        scale=_uniform(g, 0.9, 1.1), shear=[0.0, 0.0])
+    if _uniform(g, 0, 1) < 0.3:
+        img = TF.adjust_brightness(img, _uniform(g, 0.8, 1.2))
+        img = TF.adjust_contrast(img, _uniform(g, 0.8, 1.2)).clamp(0, 1)
+    if _uniform(g, 0, 1) < 0.15:
+        sigma = _uniform(g, 0.1, 2.0)
+        img = TF.gaussian_blur(img, [5, 5], [sigma, sigma])
+    img = TF.normalize(img, IMAGENET_MEAN, IMAGENET_STD)
+    if _uniform(g, 0, 1) < 0.25:
+        img = _erase(img, g, scale=(0.02, 0.1), ratio=(0.3, 3.3))
+    return img
+
+
+def _erase(img: torch.Tensor, g: torch.Generator, scale, ratio) -> torch.Tensor:
+    """RandomErasing's box search (10 tries, value 0); the image is unchanged when no box fits."""
+    H, W = img.shape[-2:]
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        area = H * W * _uniform(g, *scale)
+        aspect = math.exp(_uniform(g, *log_ratio))
+        h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+        if h < H and w < W:
+            i, j = _randint(g, 0, H - h + 1), _randint(g, 0, W - w + 1)
+            return TF.erase(img, i, j, h, w, torch.zeros(()))
+    return img
