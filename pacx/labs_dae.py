@@ -113,10 +113,11 @@ def load_lab_dae(path, map_location="cpu") -> LabDAE:
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
     if "model" in ckpt:
         known = {f.name for f in fields(LabDAEConfig)}
-        unknown = sorted(set(ckpt.get("config", {})) - known)
+        config = {k: v for k, v in ckpt.get("config", {}).items() if k != "kind"}  # pacx tags its model configs
+        unknown = sorted(set(config) - known)
         if unknown:
             raise DataError(f"{path}: key 'config' has unknown LabDAEConfig fields {unknown}; known: {sorted(known)}")
-        cfg, state = LabDAEConfig(**ckpt.get("config", {})), ckpt["model"]
+        cfg, state = LabDAEConfig(**config), ckpt["model"]
     elif "state_dict" in ckpt:
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
         if "encoder.0.weight" not in state:

@@ -91,4 +91,7 @@ def make_loader(dataset: Dataset, sampler: GlobalBatchSampler, workers: int, dev
         dataset, batch_size=sampler.local_batch, sampler=sampler, num_workers=workers, collate_fn=collate,
         pin_memory=device.type == "cuda", drop_last=False, persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
+        # Its own generator: creating an iterator then draws nothing from the global RNG, whose state (dropout)
+        # a resumed run restores from the checkpoint.
+        generator=torch.Generator().manual_seed(0),
     )

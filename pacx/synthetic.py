@@ -29,7 +29,7 @@ effusion (effusion > 0), congestion (congestion > 0), hyperkalemia (potassium > 
 (creatinine > 1.8). So fluid_overload is easy from labs/ECG and hard from pixels at small n.
 
 Files written by `write_world(out_dir, ...)` (paths inside CSVs are relative to out_dir):
-  images/{hadm_id}.png, images.csv          8-bit gray PNG; columns path, split, hadm_id, <labels>
+  images/{hadm_id}.png, images.csv          8-bit gray PNG; columns path, hadm_id, split, <labels>
   masks/{lung,heart}/{hadm_id}.png,         0/255 PNG masks; columns img_path, mask_path (lungs),
     segmentation.csv                        heart_mask_path, split
   labs.csv                                  hadm_id + one column per itemid ("50802", ...), empty = missing
@@ -45,12 +45,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
-from pacx.synthetic_cxr import render_cxr, sample_nuisance
-from pacx.synthetic_ecg import FS, LEAD_NAMES, synthesize_ecg
-from pacx.labs import LAB_ITEMIDS, LabPercentiles
-from pacx.synthetic_labs import sample_labs
+from .labs import LAB_ITEMIDS, LabPercentiles
+from .synthetic_cxr import render_cxr, sample_nuisance
+from .synthetic_ecg import FS, LEAD_NAMES, synthesize_ecg
+from .synthetic_labs import sample_labs
 
 LABEL_NAMES = ("fluid_overload", "cardiomegaly", "effusion", "congestion", "hyperkalemia", "renal_failure")
 FORMATS = ("images", "segmentation", "labs", "npy", "wfdb")
@@ -147,7 +148,7 @@ def make_world(n: int, seed: int = 0, image_size: int = 224) -> World:
     hadm_id = 20_000_000 + rng.choice(10_000_000, size=n, replace=False).astype(np.int64)
     cxr, lung, heart = render_cxr(p.ctr, p.effusion, p.congestion, sample_nuisance(n, rng), image_size, seed)
     ecg = synthesize_ecg(ecg_parameters(p, rng), seed)
-    drivers = {"renal": p.renal, "fluid": p.fluid, "inflammation": p.inflammation, "cardiac": p.cardiac}
+    drivers = {"renal": p.renal, "fluid": p.fluid, "inflammation": p.inflammation}
     labs = sample_labs(drivers, p.creatinine, p.potassium, rng)
     return World(seed=seed, hadm_id=hadm_id, physiology=p, labels=physiology_labels(p),
                  cxr=cxr, lung_mask=lung, heart_mask=heart, ecg=ecg, labs=labs)
@@ -161,8 +162,10 @@ def retrieval_rows(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     `rows` indexes the split; `query` is the row whose hadm_id becomes label_hadm_id.
     """
     k = min(RETRIEVAL_NEGATIVES, n - 1)
-    negatives = np.stack([rng.choice(n - 1, size=k, replace=False) for _ in range(n)]) if k else np.zeros((n, 0), int)
-    negatives += negatives >= np.arange(n)[:, None]  # skip the query itself: (n, k) indices into the split
+    negatives = np.zeros((n, k), dtype=np.int64)  # (n, k) indices into the split
+    for i in range(n):
+        others = rng.choice(n - 1, size=k, replace=False)
+        negatives[i] = others + (others >= i)  # skip the query itself
     rows = np.concatenate([np.arange(n), negatives.reshape(-1)])
     query = np.concatenate([np.arange(n), np.repeat(np.arange(n), k)])
     label = np.concatenate([np.ones(n, np.int64), np.zeros(n * k, np.int64)])
@@ -197,8 +200,9 @@ def _write_npy(root: Path, world: World, split_rows: dict[str, np.ndarray]) -> N
     cxr_{s}.npy (N, 3, S, S) float32 ImageNet-normalised (S = image_size, not 320: the images are already square);
     ecg_{s}.npy (N, 1, 5000, 12) float32 min-max scaled to [-1, 1] per record; labs_percentiles_{s}.npy (N, 50)
     float32 (pacx.labs.LabPercentiles fitted on train; missing = mean train percentile);
-    labs_missingness_{s}.npy (N, 50) int64, 1 = observed; hadm_id_{s}.npy (N,) int64. val_retrieval (from val) and test are the retrieval expansions of
-    `retrieval_rows` and add label_hadm_id_{s}.npy and label_{s}.npy (N,) int64.
+    labs_missingness_{s}.npy (N, 50) int64, 1 = observed; hadm_id_{s}.npy (N,) int64. val_retrieval (from val)
+    and test are the retrieval expansions of `retrieval_rows` and add label_hadm_id_{s}.npy and label_{s}.npy
+    (N,) int64. As in Symile-MIMIC, the test arrays are 10x the test split (query + 9 candidates each).
     """
     # A lab never measured in a (tiny) training split has no CDF to place values on: it counts as missing in
     # every split, so LabPercentiles imputes 0.5 there instead of refusing the observed values.
@@ -237,7 +241,6 @@ def _write_wfdb(ecg_dir: Path, world: World, rows: np.ndarray) -> None:
 def write_world(out_dir, n_train: int, n_val: int, n_test: int, seed: int = 0, image_size: int = 224,
                 formats=DEFAULT_FORMATS) -> Path:
     """Make a world of n_train + n_val + n_test patients and write it under out_dir (see the module docstring)."""
-    import pandas as pd  # imported here: pandas is slow to import and make_world does not need it
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"synthetic.write_world: unknown formats {unknown}; expected a subset of {FORMATS}")

@@ -21,7 +21,7 @@ import numpy as np
 
 LUNG_CENTER_X, LUNG_CENTER_Y, LUNG_RX, LUNG_RY = 0.36, -0.05, 0.27, 0.62
 HALF_THORAX = LUNG_CENTER_X + LUNG_RX  # inner thoracic half-width: the CTR denominator is 2 * 0.63
-HEART_CENTER_X, HEART_CENTER_Y, HEART_RY = 0.07, 0.33, 0.24
+HEART_CENTER_X, HEART_CENTER_Y, HEART_RY = 0.07, 0.28, 0.23
 _EDGE = 0.012  # soft-edge width in body units (~0.4 px at S=64): outlines anti-alias instead of aliasing
 # Physiology effect sizes in intensity units (lung fields ~0.1, soft tissue ~0.4): kept small against the nuisance.
 EFFUSION_OPACITY = 0.12  # added density of pleural fluid over the aerated lung base

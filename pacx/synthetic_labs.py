@@ -6,7 +6,7 @@ percentiles is pacx.labs.LabPercentiles' job, as for real data.
 
 How values are made: each lab is `center + spread * (noise + sum(coef * driver))` (or `center * exp(...)` for
 right-skewed labs), where the drivers are the patient's latent z-scores (renal dysfunction, fluid overload,
-inflammation, cardiac size). Creatinine and potassium are the patient's true values plus assay noise; hemoglobin,
+inflammation). Creatinine and potassium are the patient's true values plus assay noise; hemoglobin,
 RBC, PT, RDW-SD and the absolute differential counts are derived from other labs as in a real analyser.
 Labs come in panels (basic metabolic panel, blood count, differential, coagulation, liver tests, blood gas, ...);
 a panel is ordered or not as a whole, more often in sicker patients, so missingness is mildly informative.
@@ -15,7 +15,7 @@ Notation: N = patients, L = 50 labs.
 """
 import numpy as np
 
-from pacx.labs import LAB_ITEMIDS
+from .labs import LAB_ITEMIDS
 
 # itemid: (name, unit, "lin" | "log", center, spread, {driver: coefficient}, decimals, panel)
 # "log" labs are center * exp(spread * (noise + drive)): right-skewed like real enzymes and counts.
@@ -98,7 +98,7 @@ def sample_labs(drivers: dict[str, np.ndarray], creatinine: np.ndarray, potassiu
                 rng: np.random.Generator) -> np.ndarray:
     """Raw lab values (N, L) float64 in MIMIC units, NaN where the lab was not measured.
 
-    drivers: latent z-scores by name ("renal", "fluid", "inflammation", "cardiac"), each (N,).
+    drivers: latent z-scores by name ("renal", "fluid", "inflammation"), each (N,).
     creatinine, potassium: the patients' true serum values (mg/dL, mmol/L), each (N,).
     """
     n = len(creatinine)

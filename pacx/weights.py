@@ -5,22 +5,26 @@ Layouts (DESIGN.md "Stage 1a", Checkpoints):
   the decoder (254 keys);
 - timm ViT-B: a bare state dict (or under 'state_dict' / 'model') with the same 150 encoder keys plus `head.*`;
 - pacx's own checkpoints: {'model': ..., 'config': {'kind': 'mae' | 'vit' | ...}, ...};
-- original PaCX-MAE Lightning Stage 1: {'state_dict': {'model.<MAE key>': ...}}.
+- original PaCX-MAE Lightning Stage 1: {'state_dict': {'model.<MAE key>': ...}};
+- original PaCX-MAE Lightning Stage 2: {'state_dict': {'cxr_encoder.base_model.model.<ViT key>': ...}} with peft LoRA
+  layers, and pacx's own Stage-2 `last.pt` ('encoder.<ViT key>' with `pacx.lora` layers): the adapters are merged
+  (W + alpha / r * B @ A, alpha / r = 2 in the reference), giving plain ViT keys.
 Everything goes through `pacx.checkpoint.load` (weights_only=True). Loads are strict: a mismatch names the keys.
 """
 import torch
 
 from .checkpoint import load
 from .errors import PacxError
+from .lora import ORIGINAL_ENCODER_PREFIX, from_original_pacx_stage2
 from .mae import DECODER_PREFIXES, MaskedAutoencoder
-from .vit import VisionTransformer, resize_pos_embed
+from .vit import ViTConfig, VisionTransformer, resize_pos_embed
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
-def read_state_dict(path) -> dict:
+def read_state_dict(path, lora_scaling: float = 2.0) -> dict:
     """The tensor dict inside any of the layouts above, with DDP/compile prefixes removed; Lightning's `model.`
-    prefix is removed too (Stage-1 checkpoints of the original PaCX-MAE)."""
+    prefix is removed too (Stage-1 checkpoints of the original PaCX-MAE), Stage-2 adapters are merged."""
     obj = load(path)
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -35,6 +39,25 @@ def read_state_dict(path) -> dict:
         out[k] = v
     if any(k.startswith("model.") for k in out) and not any(k.startswith("blocks.") for k in out):
         out = {k.removeprefix("model."): v for k, v in out.items() if k.startswith("model.")}
+    if any(k.startswith(ORIGINAL_ENCODER_PREFIX) for k in out):
+        out = from_original_pacx_stage2(out)
+    elif any(k.startswith("encoder.blocks.") for k in out):  # a pacx Stage-2 training checkpoint
+        out = {k.removeprefix("encoder."): v for k, v in out.items() if k.startswith("encoder.")}
+    return merge_lora_keys(out, lora_scaling)
+
+
+def merge_lora_keys(state: dict, scaling: float) -> dict:
+    """`<name>.base_layer.{weight,bias}` + `<name>.lora_{A,B}` -> `<name>.{weight,bias}` with W + scaling * B @ A."""
+    out = {}
+    for k, v in state.items():
+        if k.endswith(".base_layer.weight"):
+            name = k.removesuffix(".base_layer.weight")
+            A, B = state[f"{name}.lora_A"].float(), state[f"{name}.lora_B"].float()
+            out[f"{name}.weight"] = (v.float() + scaling * B @ A).to(v.dtype)  # (O, I) + (O, r) @ (r, I)
+        elif k.endswith(".base_layer.bias"):
+            out[k.replace(".base_layer.bias", ".bias")] = v
+        elif not k.endswith((".lora_A", ".lora_B")):
+            out[k] = v
     return out
 
 
@@ -80,3 +103,13 @@ def load_mae_weights(model: MaskedAutoencoder, path) -> str:
     load_strict(enc, encoder_only(state), path)
     model.load_state_dict({**model.state_dict(), **enc.state_dict()}, strict=True)
     return "encoder"
+
+
+def checkpoint_vit_config(path) -> ViTConfig | None:
+    """The encoder config a pacx checkpoint carries ('config' of kind mae / vit / pacx), or None (official MAE,
+    timm and Lightning files carry none: the caller picks a preset)."""
+    cfg = load(path).get("config")
+    if not isinstance(cfg, dict) or "kind" not in cfg:
+        return None
+    enc = cfg["encoder"] if cfg["kind"] in ("mae", "pacx") else cfg if cfg["kind"] == "vit" else None
+    return ViTConfig(**{k: v for k, v in enc.items() if k != "kind"}) if enc is not None else None

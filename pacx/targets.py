@@ -1,0 +1,123 @@
+"""Stage-2 targets: every sample encoded once by the frozen ECG and lab encoders, cached on disk.
+
+DESIGN.md "Stage 2": targets are precomputed with the frozen encoders (ECG 1024-d from ECGFounder after its
+preprocessing, labs 256-d from the Stage-1b DAE), so Stage 2 runs only the CXR encoder. The cache file name is a hash
+of everything the numbers depend on: the encoder weight files (their bytes), the data files (path, size, mtime) and
+the preprocessing options; a changed input gives a new file, an unchanged one is reused.
+
+Notation: N = samples, E = 1024 (ECG embedding), Z = 256 (lab embedding).
+"""
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import save_atomic, load
+from .ecg import ECGEncoder
+from .ecg_io import ecgfounder_preprocess, symile_ecg_to_ecgfounder
+from .labs_dae import LabDAE, load_lab_dae
+
+
+def file_digest(path: str | os.PathLike | None) -> str:
+    """sha256 of a weight file's bytes ("random" when there is none)."""
+    if not path:
+        return "random"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def data_fingerprint(path: str | os.PathLike) -> list:
+    st = Path(path).stat()
+    return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
+
+
+def cache_key(**parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def frozen_ecg_encoder(path: str | None, seed: int = 0) -> ECGEncoder:
+    """ECGFounder from `12_lead_ECGFounder.pth`, or a seeded random network (with ECGEncoder's loud warning)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # random weights must be the same in every process and every run
+        return ECGEncoder.from_checkpoint(path or None)
+
+
+def frozen_lab_encoder(path: str | None, seed: int = 0) -> LabDAE:
+    if path:
+        return load_lab_dae(path).eval()
+    warnings.warn("no --labs_dae checkpoint: the lab targets come from a RANDOM lab DAE and are meaningless; train "
+                  "one with `train_mae.py --modality labs`", stacklevel=2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return LabDAE().eval()
+
+
+@torch.no_grad()
+def encode_ecg(ecg: np.ndarray, encoder: ECGEncoder, device, notch_hz: float | None = 50.0,
+               batch: int = 32, progress=None) -> np.ndarray:
+    """(N, 12, L) raw ECGs in ECGFounder lead order (any scale) -> (N, E) float32 embeddings."""
+    encoder.to(device)
+    out = np.zeros((len(ecg), encoder.cfg.filter_list[-1]), np.float32)
+    for lo in range(0, len(ecg), batch):
+        x = np.stack([ecgfounder_preprocess(np.asarray(r, np.float64), notch_hz=notch_hz) for r in ecg[lo:lo + batch]])
+        out[lo:lo + len(x)] = encoder(torch.from_numpy(x).float().to(device)).cpu().numpy()  # (b, 12, L) -> (b, E)
+        if progress:
+            progress(lo + len(x))
+    return out
+
+
+@torch.no_grad()
+def encode_labs(x: np.ndarray, m: np.ndarray, dae: LabDAE, zero_missing: bool = False) -> np.ndarray:
+    """(N, 50) percentiles + (N, 50) observed mask -> (N, Z). `zero_missing=False` is the reference quirk (the DAE
+    sees the mean-imputed percentiles as stored; see `LabDAE.encode`)."""
+    z = dae.encode(torch.as_tensor(np.asarray(x), dtype=torch.float32), torch.as_tensor(np.asarray(m),
+                   dtype=torch.float32), zero_missing=zero_missing)
+    return z.numpy().astype(np.float32)
+
+
+def symile_targets(split_dir: Path, split: str, ecg_weights: str | None, labs_dae: str | None, cache_dir: Path,
+                   device, notch_hz: float | None = 50.0, zero_missing: bool = False, log=print) -> dict:
+    """{'ecg': (N, E), 'labs': (N, Z)} for a Symile-MIMIC split, computed once and cached."""
+    files = {k: split_dir / f"{k}_{split}.npy" for k in ("ecg", "labs_percentiles", "labs_missingness")}
+    key = cache_key(ecg=file_digest(ecg_weights), dae=file_digest(labs_dae), notch=notch_hz, zero=zero_missing,
+                    data={k: data_fingerprint(p) for k, p in files.items()})
+    path = Path(cache_dir) / f"targets_{split}_{key}.pt"
+    if path.exists():
+        log(f"targets: reusing {path}")
+        return load(path)
+    ecg = np.load(files["ecg"], mmap_mode="r")
+    log(f"targets: encoding {len(ecg)} {split} samples with the frozen ECG and lab encoders -> {path}")
+    n = len(ecg)
+
+    def report(done):
+        if done == n or done % (32 * 20) == 0:
+            log(f"targets: {done}/{n} ECGs")
+
+    ecg_t = encode_ecg(_SymileECG(ecg), frozen_ecg_encoder(ecg_weights), device, notch_hz, progress=report)
+    labs_t = encode_labs(np.load(files["labs_percentiles"]), np.load(files["labs_missingness"]),
+                         frozen_lab_encoder(labs_dae), zero_missing)
+    targets = {"ecg": torch.from_numpy(ecg_t), "labs": torch.from_numpy(labs_t)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic(targets, path)
+    return targets
+
+
+class _SymileECG:
+    """Index a memory-mapped (N, 1, L, 12) Symile ECG array as (n, 12, L) ECGFounder-order records, a slice at a
+    time (never the whole array in memory)."""
+
+    def __init__(self, arr):
+        self.arr = arr
+
+    def __len__(self):
+        return len(self.arr)
+
+    def __getitem__(self, sl):
+        return symile_ecg_to_ecgfounder(np.asarray(self.arr[sl]))

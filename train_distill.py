@@ -1,0 +1,240 @@
+"""Stage 2: cross-modal distillation. The Stage-1 CXR encoder, adapted with LoRA, learns to predict and align with
+frozen ECG (ECGFounder, 1024-d) and lab (Stage-1b DAE, 256-d) embeddings; the merged encoder is exported as a plain
+ViT for image-only use.
+
+DESIGN.md "Stage 2": LoRA r 8 / alpha 16 / dropout 0.1 on qkv, fc1, fc2 (+ the final LayerNorm trains); five heads;
+L = 0.5 * InfoNCE (global-batch negatives, learnable temperature) + 1.0 * cosine regression; AdamW 1e-4 wd 0.05 on
+every trainable parameter; 5 warmup epochs then cosine with floor 0.01, stepped per epoch; 50 epochs; global batch
+128; gradient clip 1.0; seed 42. Targets are computed once by `pacx.targets` and cached.
+
+    python train_distill.py --data data_npy --init runs/mae/last.pt --labs_dae runs/labs/last.pt \
+        --ecg_weights 12_lead_ECGFounder.pth
+    torchrun --nproc_per_node=4 train_distill.py --data data_npy --init mae_pretrain_vit_base.pth ...
+
+Writes out_dir/last.pt (resumable state), out_dir/encoder.pt (the merged plain ViT), metrics.jsonl, config.json.
+"""
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from pacx import checkpoint as ckpt
+from pacx.config import opt, parse_config
+from pacx.datasets import SymileMIMIC
+from pacx.dist import all_reduce_mean, init_runtime, shutdown
+from pacx.errors import PacxError, exit_on_error
+from pacx.heads import HeadsConfig, retrieval_metrics
+from pacx.loader import GlobalBatchSampler, SeededView, check_batch, make_loader
+from pacx.optim import lr_factor, make_adamw, param_groups, set_lr
+from pacx.pacx_model import PaCX, PaCXConfig, export_checkpoint
+from pacx.runlog import JsonlLog, LossMeter, Progress
+from pacx.targets import symile_targets
+from pacx.transforms import denormalize, distill_train, eval_resize
+from pacx.vit import PRESETS, VisionTransformer
+from pacx.weights import checkpoint_vit_config, load_vit_weights
+
+
+@dataclass
+class Config:
+    data: str = opt("", "Symile-MIMIC data_npy/ folder (train/ and val/ splits); the synthetic world writes one")
+    train_split: str = opt("train", "split folder used for training")
+    val_split: str = opt("val", "split folder used for the retrieval diagnostics ('' to skip)")
+    init: str = opt("", "Stage-1 weights: a pacx train_mae.py last.pt, an official MAE .pth or a PaCX Lightning "
+                        "Stage-1 .ckpt ('' = random init, for tests only)")
+    model: str = opt("base", "ViT preset when --init carries no config: base | small | tiny")
+    img_size: int = opt(0, "input size (0: the encoder's)")
+    encoder_norm_eps: float = opt(1e-5, "LayerNorm eps of the Stage-2 encoder: 1e-5 is the reference quirk, 1e-6 "
+                                        "matches Stage 1")
+    ecg_weights: str = opt("", "12_lead_ECGFounder.pth ('' = random ECG encoder: targets are meaningless)")
+    labs_dae: str = opt("", "Stage-1b lab DAE checkpoint (train_mae.py --modality labs)")
+    targets_cache: str = opt("runs/targets", "folder of the cached frozen-encoder targets")
+    notch_hz: float = opt(50.0, "ECG notch frequency: 50 Hz is the reference quirk (MIMIC mains is 60 Hz)")
+    zero_missing_labs: bool = opt(False, "zero missing lab entries before the DAE encodes them (the reference "
+                                         "does not: a quirk)")
+    strategy: str = opt("lora", "lora | last_n (unfreeze the last --last_n blocks)")
+    lora_r: int = opt(8, "LoRA rank")
+    lora_alpha: float = opt(16.0, "LoRA alpha (scaling alpha / r)")
+    lora_dropout: float = opt(0.1, "LoRA input dropout")
+    last_n: int = opt(4, "blocks unfrozen by --strategy last_n")
+    use_ecg: bool = opt(True, "distil from the ECG targets")
+    use_labs: bool = opt(True, "distil from the lab targets")
+    contrastive_weight: float = opt(0.5, "weight of the InfoNCE term")
+    regression_weight: float = opt(1.0, "weight of the cosine-regression term")
+    head_dropout: float = opt(0.2, "dropout at the input of every head")
+    target_dropout: bool = opt(True, "head dropout also on the frozen targets before their heads (reference quirk)")
+    epochs: int = opt(50, "training epochs")
+    warmup_epochs: float = opt(5.0, "linear warmup epochs")
+    batch_size: int = opt(128, "global batch over all processes (InfoNCE negatives come from all of it)")
+    lr: float = opt(1e-4, "AdamW learning rate")
+    weight_decay: float = opt(0.05, "AdamW weight decay")
+    decay_all: bool = opt(True, "decay every trainable parameter, LayerNorm and temperature too (reference quirk)")
+    lr_floor: float = opt(0.01, "cosine schedule floor (fraction of lr)")
+    per_step_lr: bool = opt(False, "step the schedule every step (reference: per epoch)")
+    grad_clip: float = opt(1.0, "gradient-norm clip")
+    workers: int = opt(4, "data-loading processes per process")
+    device: str = opt("auto", "auto | cpu | cuda")
+    amp: bool = opt(True, "bf16 autocast on CUDA")
+    compile: bool = opt(False, "torch.compile the model")
+    seed: int = opt(42, "seed")
+    out_dir: str = opt("runs/distill", "output folder")
+    resume: bool = opt(False, "continue the run in out_dir")
+    overwrite: bool = opt(False, "replace a run already in out_dir")
+    ckpt_every: int = opt(0, "also checkpoint every N steps (0: each epoch end)")
+    log_every: int = opt(10, "steps between progress lines")
+    max_steps: int = opt(0, "stop after this many steps (0: all epochs)")
+
+
+def build_encoder(cfg: Config) -> VisionTransformer:
+    vit_cfg = checkpoint_vit_config(cfg.init) if cfg.init else None
+    if vit_cfg is None:
+        if cfg.model not in PRESETS:
+            raise PacxError(f"--model: expected one of {sorted(PRESETS)}, got {cfg.model!r}")
+        vit_cfg = PRESETS[cfg.model]()
+    vit_cfg.norm_eps = cfg.encoder_norm_eps
+    if cfg.img_size:
+        vit_cfg.img_size = cfg.img_size
+    encoder = VisionTransformer(vit_cfg)
+    if cfg.init:
+        load_vit_weights(encoder, cfg.init)
+    return encoder
+
+
+def symile_split(cfg: Config, split: str, rt, train: bool):
+    data = SymileMIMIC(cfg.data, split)
+    targets = symile_targets(Path(cfg.data) / split, split, cfg.ecg_weights or None, cfg.labs_dae or None,
+                             Path(cfg.targets_cache), rt.device, cfg.notch_hz, cfg.zero_missing_labs, rt.print0)
+    size = cfg.img_size
+
+    def sample(i, g):
+        img = denormalize(torch.as_tensor(data[i]["cxr"]))  # stored ImageNet-normalised; augment in [0, 1]
+        img = distill_train(img, g, size) if train else eval_resize((img * 255).round().to(torch.uint8), size)
+        return img, targets["ecg"][i], targets["labs"][i]
+
+    return SeededView(range(len(data)), sample)
+
+
+@torch.no_grad()
+def validate(model: PaCX, loader, rt) -> dict:
+    """In-batch retrieval CXR -> ECG / labs in the shared space (the reference's validation diagnostics)."""
+    model.eval()
+    meter = LossMeter()
+    for batch in loader:
+        cxr, ecg, labs = [t.to(rt.device, non_blocking=True) for t in check_batch(batch)]
+        with rt.autocast():
+            loss, parts, out = model(cxr, ecg, labs)
+        stats = {"val_loss": loss}
+        if "cxr_shared" in out:
+            for m in model.heads.modalities:
+                stats.update({f"val_{m}_{k}": v for k, v in retrieval_metrics(out["cxr_shared"].float(),
+                                                                            out[f"{m}_shared"].float()).items()})
+        meter.add(stats)
+    model.train()
+    return meter.means(all_reduce_mean)
+
+
+@exit_on_error
+def main(argv=None):
+    cfg = parse_config(Config, argv, __doc__)
+    if not cfg.data:
+        raise PacxError("--data is required (a Symile-MIMIC data_npy/ folder; see --help)")
+    rt = init_runtime(cfg.device, cfg.seed, cfg.amp)
+    resume_from = ckpt.prepare_out_dir(cfg.out_dir, cfg.resume, cfg.overwrite)
+    out = Path(cfg.out_dir)
+
+    encoder = build_encoder(cfg)
+    cfg.img_size = encoder.cfg.img_size
+    heads_cfg = HeadsConfig(cxr_dim=encoder.cfg.embed_dim, use_ecg=cfg.use_ecg, use_labs=cfg.use_labs,
+                            contrastive_weight=cfg.contrastive_weight, regression_weight=cfg.regression_weight,
+                            target_dropout=cfg.target_dropout, dropout=cfg.head_dropout)
+    model = PaCX(PaCXConfig(encoder.cfg, heads_cfg, cfg.strategy, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout,
+                            cfg.last_n), encoder)
+
+    if rt.distributed and not rt.is_main:
+        dist.barrier()  # the frozen encoders run once, on rank 0; the other ranks then read its target cache
+    train_set = symile_split(cfg, cfg.train_split, rt, True)
+    val_set = symile_split(cfg, cfg.val_split, rt, False) if cfg.val_split else None
+    if rt.distributed and rt.is_main:
+        dist.barrier()
+    sampler = GlobalBatchSampler(len(train_set), cfg.batch_size, rt.rank, rt.world_size, cfg.seed)
+    loader = make_loader(train_set, sampler, cfg.workers, rt.device)
+    val_loader = None
+    if val_set is not None:
+        val_sampler = GlobalBatchSampler(len(val_set), min(cfg.batch_size, len(val_set) // rt.world_size
+                                                            * rt.world_size), rt.rank, rt.world_size, cfg.seed,
+                                         shuffle=False)
+        val_loader = make_loader(val_set, val_sampler, cfg.workers, rt.device)
+    steps_per_epoch = sampler.steps_per_epoch
+    total_steps = min(cfg.epochs * steps_per_epoch, cfg.max_steps or cfg.epochs * steps_per_epoch)
+
+    model.to(rt.device)
+    optimizer = make_adamw(param_groups(model, cfg.weight_decay, decay_all=cfg.decay_all), cfg.lr,
+                           (0.9, 0.999), rt.device)
+    step = 0
+    if resume_from is not None:
+        step = ckpt.restore_training_state(resume_from, model, optimizer)
+        rt.print0(f"resumed {resume_from} at step {step}")
+    log = JsonlLog(out / "metrics.jsonl", rt.is_main, resume_step=step if resume_from else None)
+    if rt.is_main:
+        (out / "config.json").write_text(json.dumps({"script": asdict(cfg), "model": model.config_dict()}, indent=2))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    rt.print0(f"stage 2: {trainable:,} trainable parameters ({model.trainable_encoder_params:,} in the encoder), "
+              f"{len(train_set)} samples, {steps_per_epoch} steps/epoch, {total_steps} steps, "
+              f"{rt.world_size} process(es) on {rt.device}")
+
+    train_model = DDP(model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None) \
+        if rt.distributed else model
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+
+    def save():
+        meter.check_finite(step, out / ckpt.LAST)
+        if rt.is_main:
+            ckpt.save_training_state(out / ckpt.LAST, model, optimizer, step, steps_per_epoch,
+                                     config=model.config_dict(), script_config=asdict(cfg))
+            ckpt.save_atomic(export_checkpoint(model), out / "encoder.pt")
+
+    progress = Progress(total_steps, start_step=step)
+    meter = LossMeter()
+    model.train()
+    while step < total_steps:
+        epoch = step // steps_per_epoch
+        sampler.set_epoch(epoch, start_step=step % steps_per_epoch)
+        if not cfg.per_step_lr:
+            set_lr(optimizer, cfg.lr * lr_factor(epoch, cfg.warmup_epochs, cfg.epochs, cfg.lr_floor))
+        for batch in loader:
+            if cfg.per_step_lr:
+                set_lr(optimizer, cfg.lr * lr_factor(step / steps_per_epoch, cfg.warmup_epochs, cfg.epochs,
+                                                     cfg.lr_floor, per_step=True))
+            cxr, ecg, labs = [t.to(rt.device, non_blocking=True) for t in check_batch(batch)]
+            with rt.autocast():
+                loss, parts, _ = train_model(cxr, ecg, labs)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            step += 1
+            meter.add(parts)
+            progress.update(len(cxr) * rt.world_size)
+            if step % cfg.log_every == 0 or step == total_steps:
+                meter.check_finite(step, out / ckpt.LAST)
+                means, lr = meter.means(all_reduce_mean), optimizer.param_groups[0]["lr"]
+                rt.print0(progress.line(step, epoch=epoch, loss=means["total"], lr=lr))
+                log.write(step=step, epoch=epoch, **means, lr=lr, img_per_s=progress.images_per_second())
+            if cfg.ckpt_every and step % cfg.ckpt_every == 0:
+                save()
+            if step >= total_steps:
+                break
+        if val_loader is not None and (step % steps_per_epoch == 0 or step == total_steps):
+            val = validate(model, val_loader, rt)
+            rt.print0("validation | " + " | ".join(f"{k} {v:.4g}" for k, v in val.items()))
+            log.write(step=step, epoch=epoch, **val)
+        save()
+    rt.print0(f"done: {out / ckpt.LAST}, merged encoder {out / 'encoder.pt'}")
+    shutdown(rt)
+
+
+if __name__ == "__main__":
+    main()
