@@ -151,8 +151,10 @@ def merge_lora(model: nn.Module) -> nn.Module:
         lora = getattr(parent, child)
         base = lora.base_layer
         weight = base.weight if lora.merged else base.weight + lora.delta_weight()
-        plain = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
-                          device=base.weight.device, dtype=base.weight.dtype)
+        # skip_init: no random initialisation, so exporting never advances the global RNG (a resumed run's dropout
+        # stream must not depend on how often the uninterrupted run exported).
+        plain = torch.nn.utils.skip_init(nn.Linear, base.in_features, base.out_features, bias=base.bias is not None,
+                                         device=base.weight.device, dtype=base.weight.dtype)
         plain.weight.copy_(weight)
         if base.bias is not None:
             plain.bias.copy_(base.bias)
