@@ -1,0 +1,117 @@
+"""Every checkpoint layout users bring loads into the same features; bad files are refused with a clear line."""
+import pickle
+
+import pytest
+import torch
+
+from pacx.errors import PacxError
+from pacx.lora import inject_lora
+from pacx.mae import MaskedAutoencoder, mae_tiny
+from pacx.pacx_model import PaCX, PaCXConfig, export_checkpoint
+from pacx.heads import HeadsConfig
+from pacx.vit import VisionTransformer, vit_tiny
+from pacx.weights import checkpoint_vit_config, load_mae_weights, load_vit_weights
+
+
+def features(model, x):
+    with torch.no_grad():
+        return model.eval().forward_features(x)
+
+
+@pytest.fixture
+def mae():
+    torch.manual_seed(0)
+    return MaskedAutoencoder(mae_tiny())
+
+
+def test_official_mae_layouts(mae, tmp_path):
+    x = torch.randn(2, 3, 64, 64)
+    torch.save({"model": mae.state_dict()}, tmp_path / "full.pth")  # mae_pretrain_vit_base_full.pth layout
+    torch.save({"model": mae.encoder_state_dict()}, tmp_path / "enc.pth")  # mae_pretrain_vit_base.pth layout
+    other = MaskedAutoencoder(mae_tiny())
+    assert load_mae_weights(other, tmp_path / "full.pth") == "full"
+    assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), mae.state_dict().values()))
+    fresh = MaskedAutoencoder(mae_tiny())
+    decoder_before = fresh.decoder_pred.weight.clone()
+    assert load_mae_weights(fresh, tmp_path / "enc.pth") == "encoder"
+    assert torch.equal(fresh.decoder_pred.weight, decoder_before)  # decoder left at its initialisation
+    vit = VisionTransformer(vit_tiny())
+    load_vit_weights(vit, tmp_path / "full.pth")
+    torch.testing.assert_close(features(vit, x), features(mae, x))
+
+
+def test_original_pacx_stage1_lightning_layout(mae, tmp_path):
+    """Lightning Stage 1: {'state_dict': {'model.<MAE key>'}}."""
+    torch.save({"state_dict": {f"model.{k}": v for k, v in mae.state_dict().items()}, "epoch": 399},
+               tmp_path / "stage1.ckpt")
+    vit = VisionTransformer(vit_tiny())
+    load_vit_weights(vit, tmp_path / "stage1.ckpt")
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(features(vit, x), features(mae, x))
+
+
+def test_original_pacx_stage2_layout_equals_pacx_weights(mae, tmp_path):
+    """An original Stage-2 checkpoint (peft keys under cxr_encoder.base_model.model.) built by hand from a pacx
+    model with non-zero adapters gives the features of pacx's own merged export."""
+    torch.manual_seed(1)
+    enc = VisionTransformer(vit_tiny(norm_eps=1e-5))
+    enc.load_state_dict(mae.encoder_state_dict())
+    model = PaCX(PaCXConfig(enc.cfg, HeadsConfig(cxr_dim=64)), enc)
+    for name, p in model.encoder.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    peft = {}
+    for k, v in model.encoder.state_dict().items():
+        k = k.replace(".lora_A", ".lora_A.default.weight").replace(".lora_B", ".lora_B.default.weight")
+        peft[f"cxr_encoder.base_model.model.{k}"] = v
+    peft["cxr_to_shared.mlp.1.weight"] = torch.zeros(256, 64)  # heads ride along in the real files
+    torch.save({"state_dict": peft}, tmp_path / "stage2.ckpt")
+    torch.save(export_checkpoint(model), tmp_path / "encoder.pt")
+
+    from_original = VisionTransformer(vit_tiny(norm_eps=1e-5))
+    load_vit_weights(from_original, tmp_path / "stage2.ckpt")
+    cfg = checkpoint_vit_config(tmp_path / "encoder.pt")
+    assert cfg.norm_eps == 1e-5
+    from_pacx = VisionTransformer(cfg)
+    load_vit_weights(from_pacx, tmp_path / "encoder.pt")
+    x = torch.randn(2, 3, 64, 64)
+    want = features(model.encoder.eval(), x)  # unmerged adapters, dropout off
+    torch.testing.assert_close(features(from_original, x), want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(features(from_pacx, x), want, atol=1e-5, rtol=0)
+
+
+def test_wrong_architecture_names_the_keys(mae, tmp_path):
+    torch.save({"model": mae.state_dict()}, tmp_path / "tiny.pth")
+    bigger = VisionTransformer(vit_tiny(depth=6))
+    with pytest.raises(PacxError, match=r"tiny.pth.*missing 24: blocks\.4\."):
+        load_vit_weights(bigger, tmp_path / "tiny.pth")
+    wider = VisionTransformer(vit_tiny(embed_dim=128))
+    with pytest.raises(PacxError, match=r"shape mismatch: blocks.0.attn.proj.bias \(64,\) vs \(128,\)"):
+        load_vit_weights(wider, tmp_path / "tiny.pth")
+
+
+class Payload:
+    def __reduce__(self):
+        return (open, ("/tmp/pacx_payload_ran", "w"))
+
+
+def test_malicious_pickle_is_refused_without_running(tmp_path):
+    import os
+
+    if os.path.exists("/tmp/pacx_payload_ran"):
+        os.remove("/tmp/pacx_payload_ran")
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        torch.save({"model": {"x": torch.zeros(1)}, "extra": Payload()}, f, pickle_protocol=2)
+    with pytest.raises(PacxError, match="evil.pth: not a loadable checkpoint"):
+        load_vit_weights(VisionTransformer(vit_tiny()), path)
+    assert not os.path.exists("/tmp/pacx_payload_ran")
+    with open(path, "wb") as f:
+        pickle.dump({"model": {}}, f)  # not even a torch file
+    with pytest.raises(PacxError, match="evil.pth"):
+        load_vit_weights(VisionTransformer(vit_tiny()), path)
+
+
+def test_lora_never_touches_the_mae_decoder(mae):
+    names = inject_lora(mae)
+    assert names and not any(n.startswith("decoder") for n in names)
