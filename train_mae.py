@@ -39,6 +39,8 @@ class Config:
                         "data_npy/ folder, its train/ split folder, or a raw labs CSV (one column per lab)")
     image_column: str = opt("Path", "image-path column of a CSV (CheXpert: Path)")
     image_root: str = opt("", "folder that relative CSV paths start from (default: the CSV's folder)")
+    split_column: str = opt("", "CSV column naming each row's split ('' = use every row)")
+    split: str = opt("train", "rows used when --split_column is given")
     model: str = opt("base", "MAE preset: base (ViT-B/16, the reference) | small | tiny (CPU demos, tests)")
     img_size: int = opt(0, "input size (0: the preset's, 224 for base)")
     mask_ratio: float = opt(0.9, "fraction of patches removed")
@@ -105,7 +107,8 @@ def build_data(cfg: Config, num_patches: int):
 
         return SeededView(range(len(x)), sample)
 
-    images, size = image_dataset(cfg.data, cfg.image_column, cfg.image_root), cfg.img_size
+    images = image_dataset(cfg.data, cfg.image_column, cfg.image_root, cfg.split_column, cfg.split)
+    size = cfg.img_size
 
     def sample(item, g):
         return mae_train(item["image"], g, size), torch.rand(num_patches, generator=g)  # noise: its mask

@@ -43,11 +43,15 @@ def _converter(tp):
     raise TypeError(f"config field type {tp} is not supported")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after each option; the script's docstring (with its example commands) kept as written."""
+
+
 def parse_config(cls, argv: list[str] | None = None, description: str | None = None):
     """Build `cls()` with the command line's overrides applied."""
     hints = typing.get_type_hints(cls)
     parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False
+        description=description, formatter_class=_HelpFormatter, allow_abbrev=False
     )
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()

@@ -9,21 +9,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .datasets import ImageCSV, ImageFolderList
+from torch.utils.data import Subset
+
+from .datasets import ImageCSV, ImageFolderList, read_table
 from .errors import DataError
 from .labs import LabPercentiles, read_lab_table
 
 LAB_TRANSFORM = "lab_percentiles.json"
 
 
-def image_dataset(data: str, image_column: str = "Path", image_root: str = ""):
-    """A folder of images or a CSV with an image-path column; items are dicts with a uint8 (3, H, W) 'image'."""
+def image_dataset(data: str, image_column: str = "Path", image_root: str = "", split_column: str = "",
+                  split: str = "train"):
+    """A folder of images or a CSV with an image-path column (optionally only the rows whose `split_column` equals
+    `split`); items are dicts with a uint8 (3, H, W) 'image'."""
     path = Path(data)
     if path.is_dir():
         return ImageFolderList(path)
-    if path.suffix.lower() == ".csv":
+    if path.suffix.lower() != ".csv":
+        raise DataError(f"{data}: expected a folder of images or a .csv with an image-path column")
+    if not split_column:
         return ImageCSV(path, image_column, root=image_root or None)
-    raise DataError(f"{data}: expected a folder of images or a .csv with an image-path column")
+    rows = np.flatnonzero(read_table(path, [image_column, split_column])[split_column].astype(str) == split)
+    if not len(rows):
+        raise DataError(f"{data}: no row has {split_column} == {split!r}")
+    return Subset(ImageCSV(path, image_column, root=image_root or None), rows.tolist())
 
 
 def lab_arrays(data: str, out_dir: Path, id_column: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
