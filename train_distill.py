@@ -17,21 +17,23 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pacx import checkpoint as ckpt
 from pacx.config import opt, parse_config
-from pacx.datasets import SymileMIMIC
+from pacx.datasets import SymileMIMIC, file_column, read_table
 from pacx.dist import all_reduce_mean, init_runtime, shutdown
-from pacx.errors import PacxError, exit_on_error
+from pacx.errors import DataError, PacxError, exit_on_error
 from pacx.heads import HeadsConfig, retrieval_metrics
 from pacx.loader import GlobalBatchSampler, SeededView, check_batch, make_loader
 from pacx.optim import lr_factor, make_adamw, param_groups, set_lr
 from pacx.pacx_model import PaCX, PaCXConfig, export_checkpoint
 from pacx.runlog import JsonlLog, LossMeter, Progress
-from pacx.targets import symile_targets
+from pacx.images import read_rgb_tensor
+from pacx.targets import symile_targets, triplet_targets
 from pacx.transforms import denormalize, distill_train, eval_resize
 from pacx.vit import PRESETS, VisionTransformer
 from pacx.weights import checkpoint_vit_config, load_vit_weights
@@ -39,9 +41,15 @@ from pacx.weights import checkpoint_vit_config, load_vit_weights
 
 @dataclass
 class Config:
-    data: str = opt("", "Symile-MIMIC data_npy/ folder (train/ and val/ splits); the synthetic world writes one")
-    train_split: str = opt("train", "split folder used for training")
-    val_split: str = opt("val", "split folder used for the retrieval diagnostics ('' to skip)")
+    data: str = opt("", "Symile-MIMIC data_npy/ folder (train/ and val/ splits), or a raw-triplet CSV (image path, "
+                        "WFDB record, lab row id, split); the synthetic world writes both")
+    train_split: str = opt("train", "split (folder, or value of --split_column) used for training")
+    val_split: str = opt("val", "split used for the retrieval diagnostics ('' to skip)")
+    split_column: str = opt("split", "triplets: column naming each row's split")
+    image_column: str = opt("cxr_path", "triplets: image-path column")
+    ecg_column: str = opt("ecg_path", "triplets: WFDB record column (path without extension)")
+    lab_id_column: str = opt("hadm_id", "triplets: column naming the row of --labs_table (same name there)")
+    labs_table: str = opt("", "triplets: raw labs CSV, one column per lab (percentiles fitted on the train rows)")
     init: str = opt("", "Stage-1 weights: a pacx train_mae.py last.pt, an official MAE .pth or a PaCX Lightning "
                         "Stage-1 .ckpt ('' = random init, for tests only)")
     model: str = opt("base", "ViT preset when --init carries no config: base | small | tiny")
@@ -116,6 +124,31 @@ def symile_split(cfg: Config, split: str, rt, train: bool):
     return SeededView(range(len(data)), sample)
 
 
+def triplet_split(cfg: Config, split: str, rt, train: bool):
+    df = read_table(cfg.data, [cfg.image_column, cfg.ecg_column, cfg.lab_id_column, cfg.split_column])
+    if not cfg.labs_table:
+        raise PacxError("--labs_table is required with a triplet CSV (the raw lab values of each --lab_id_column)")
+    root = Path(cfg.data).parent
+    rows = np.flatnonzero(df[cfg.split_column] == split)
+    if not len(rows):
+        raise DataError(f"{cfg.data}: no row has {cfg.split_column} == {split!r}")
+    images = file_column(df.iloc[rows], cfg.image_column, root, cfg.data, check_files=True)
+    ecg_paths = file_column(df.iloc[rows], cfg.ecg_column, root, cfg.data, check_files=False)
+    train_ids = df.loc[df[cfg.split_column] == cfg.train_split, cfg.lab_id_column].tolist()
+    targets = triplet_targets(Path(cfg.data), rows, split, ecg_paths, df[cfg.lab_id_column].iloc[rows].tolist(),
+                              train_ids, Path(cfg.labs_table), cfg.lab_id_column, cfg.ecg_weights or None,
+                              cfg.labs_dae or None, Path(cfg.targets_cache), rt.device, cfg.notch_hz,
+                              cfg.zero_missing_labs, rt.print0)
+    size = cfg.img_size
+
+    def sample(i, g):
+        img = read_rgb_tensor(images[i])  # uint8 (3, H, W)
+        img = distill_train(img, g, size) if train else eval_resize(img, size)
+        return img, targets["ecg"][i], targets["labs"][i]
+
+    return SeededView(range(len(images)), sample)
+
+
 @torch.no_grad()
 def validate(model: PaCX, loader, rt) -> dict:
     """In-batch retrieval CXR -> ECG / labs in the shared space (the reference's validation diagnostics)."""
@@ -154,8 +187,9 @@ def main(argv=None):
 
     if rt.distributed and not rt.is_main:
         dist.barrier()  # the frozen encoders run once, on rank 0; the other ranks then read its target cache
-    train_set = symile_split(cfg, cfg.train_split, rt, True)
-    val_set = symile_split(cfg, cfg.val_split, rt, False) if cfg.val_split else None
+    split_data = symile_split if Path(cfg.data).is_dir() else triplet_split
+    train_set = split_data(cfg, cfg.train_split, rt, True)
+    val_set = split_data(cfg, cfg.val_split, rt, False) if cfg.val_split else None
     if rt.distributed and rt.is_main:
         dist.barrier()
     sampler = GlobalBatchSampler(len(train_set), cfg.batch_size, rt.rank, rt.world_size, cfg.seed)

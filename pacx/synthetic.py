@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .ecg_io import MIMIC_ECG_LEADS
 from .labs import LAB_ITEMIDS, LabPercentiles
 from .synthetic_cxr import render_cxr, sample_nuisance
 from .synthetic_ecg import FS, LEAD_NAMES, synthesize_ecg
@@ -189,7 +190,9 @@ def _cxr_imagenet(world: World, rows: np.ndarray) -> np.ndarray:
 
 
 def _ecg_minmax(world: World, rows: np.ndarray) -> np.ndarray:
-    sig = world.ecg[rows].transpose(0, 2, 1)  # (B, 5000, 12): WFDB p_signal layout
+    # Symile-MIMIC keeps MIMIC-IV-ECG's lead order (aVF before aVL), as wfdb read it: (B, 5000, 12), p_signal layout
+    order = [LEAD_NAMES.index(lead) for lead in MIMIC_ECG_LEADS]
+    sig = world.ecg[rows][:, order].transpose(0, 2, 1)
     lo, hi = sig.min(axis=(1, 2), keepdims=True), sig.max(axis=(1, 2), keepdims=True)
     return (2.0 * (sig - lo) / (hi - lo) - 1.0)[:, None]  # (B, 1, 5000, 12), one min/max per record
 

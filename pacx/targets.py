@@ -18,7 +18,9 @@ import torch
 
 from .checkpoint import save_atomic, load
 from .ecg import ECGEncoder
-from .ecg_io import ecgfounder_preprocess, symile_ecg_to_ecgfounder
+from .ecg_io import ecgfounder_preprocess, read_wfdb_ecg, symile_ecg_to_ecgfounder
+from .errors import DataError
+from .labs import LabPercentiles, read_lab_table
 from .labs_dae import LabDAE, load_lab_dae
 
 
@@ -121,3 +123,33 @@ class _SymileECG:
 
     def __getitem__(self, sl):
         return symile_ecg_to_ecgfounder(np.asarray(self.arr[sl]))
+
+
+def triplet_targets(csv: Path, rows: np.ndarray, split: str, ecg_paths: list[Path], lab_ids: list[str],
+                    train_lab_ids: list[str], labs_table: Path, lab_id_column: str, ecg_weights: str | None,
+                    labs_dae: str | None, cache_dir: Path, device, notch_hz: float | None = 50.0,
+                    zero_missing: bool = False, log=print) -> dict:
+    """Targets for raw triplets (a CSV of image path, WFDB record, lab row id): each record read by
+    `pacx.ecg_io.read_wfdb_ecg` (12 standard leads by name, 500 Hz, 10 s), the lab rows turned into percentiles by an
+    empirical CDF fitted on the training split's rows only, then both encoded as `symile_targets` does."""
+    key = cache_key(ecg=file_digest(ecg_weights), dae=file_digest(labs_dae), notch=notch_hz, zero=zero_missing,
+                    csv=data_fingerprint(csv), labs=data_fingerprint(labs_table), rows=rows.tolist())
+    path = Path(cache_dir) / f"targets_{split}_{key}.pt"
+    if path.exists():
+        log(f"targets: reusing {path}")
+        return load(path)
+    log(f"targets: reading {len(ecg_paths)} {split} ECG records and lab rows -> {path}")
+    table = read_lab_table(labs_table, id_column=lab_id_column, allow_missing=True)
+    by_id = {str(v): i for i, v in enumerate(table[lab_id_column])}
+    for lab_id in set(lab_ids) | set(train_lab_ids):
+        if lab_id not in by_id:
+            raise DataError(f"{labs_table}: no row with {lab_id_column} = {lab_id} (named in {csv})")
+    labs = table.drop(columns=[lab_id_column])
+    transform = LabPercentiles().fit(labs.iloc[[by_id[i] for i in train_lab_ids]])
+    x, m = transform.transform(labs.iloc[[by_id[i] for i in lab_ids]])
+    ecg = np.stack([read_wfdb_ecg(p)[0] for p in ecg_paths])  # (N, 12, 5000) mV, ECGFounder lead order
+    targets = {"ecg": torch.from_numpy(encode_ecg(ecg, frozen_ecg_encoder(ecg_weights), device, notch_hz)),
+               "labs": torch.from_numpy(encode_labs(x, m, frozen_lab_encoder(labs_dae), zero_missing))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic(targets, path)
+    return targets

@@ -113,3 +113,31 @@ def test_exported_encoder_is_a_plain_vit_for_pacx_and_timm(ready):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(ours.forward_features(x), ref.forward_features(x), atol=1e-5, rtol=0)
+
+
+def test_raw_triplets_give_the_targets_of_the_symile_arrays(tmp_path):
+    """The synthetic world writes the same patients as WFDB records + a raw labs table and as Symile arrays. Reading
+    the raw files (lead picking by name, mV units, percentiles fitted on the train rows) must give the targets that
+    the Symile arrays (min-max scaled ECGs, stored percentiles) give: the two routes share no reading code."""
+    from pacx.datasets import file_column, read_table
+    from pacx.labs_dae import LabDAE, lab_dae_checkpoint
+    from pacx.checkpoint import save_atomic
+    from pacx.targets import symile_targets, triplet_targets
+
+    write_world(tmp_path, 12, 4, 4, seed=3, image_size=32, formats=("images", "labs", "wfdb", "npy"))
+    torch.manual_seed(0)
+    save_atomic(lab_dae_checkpoint(LabDAE()), tmp_path / "dae.pt")
+    df = read_table(tmp_path / "triplets.csv")
+    rows = np.flatnonzero(df["split"] == "train")
+    ids = df["hadm_id"].iloc[rows].tolist()
+    with pytest.warns(UserWarning, match="RANDOM"):
+        raw = triplet_targets(tmp_path / "triplets.csv", rows, "train",
+                              file_column(df.iloc[rows], "ecg_path", tmp_path, "t", False), ids, ids,
+                              tmp_path / "labs.csv", "hadm_id", None, str(tmp_path / "dae.pt"), tmp_path / "c",
+                              "cpu", log=lambda *_: None)
+        arrays = symile_targets(tmp_path / "data_npy" / "train", "train", None, str(tmp_path / "dae.pt"),
+                                tmp_path / "c", "cpu", log=lambda *_: None)
+    assert [str(h) for h in np.load(tmp_path / "data_npy" / "train" / "hadm_id_train.npy")] == ids
+    torch.testing.assert_close(raw["labs"], arrays["labs"], atol=1e-5, rtol=0)
+    cos = torch.nn.functional.cosine_similarity(raw["ecg"], arrays["ecg"], dim=1)
+    assert cos.min() > 0.999, cos
