@@ -102,11 +102,14 @@ def bootstrap_ci(metric: Callable, y: np.ndarray, p: np.ndarray, n_resamples: in
 
 
 def paired_bootstrap(metric: Callable, y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, n_resamples: int = 500,
-                     seed: int = 0, check_classes: bool = True, level: float = 0.95):
-    """Interval(s) of metric(y, p_a) - metric(y, p_b), both evaluated on the same resampled rows."""
+                     seed: int = 0, check_classes: bool = True, level: float = 0.95,
+                     metric_b: Callable | None = None):
+    """Interval(s) of metric(y, p_a) - metric_b(y, p_b) (metric_b defaults to metric; it differs when, say, each
+    backbone has its own tuned thresholds), both evaluated on the same resampled rows."""
     y, p_a, p_b = np.asarray(y), np.asarray(p_a), np.asarray(p_b)
-    return bootstrap(lambda i: _difference(metric(y[i], p_a[i]), metric(y[i], p_b[i])), len(y), n_resamples, seed,
-                     y if check_classes else None, level)
+    metric_b = metric if metric_b is None else metric_b
+    return bootstrap(lambda i: _difference(metric(y[i], p_a[i]), metric_b(y[i], p_b[i])), len(y), n_resamples,
+                     seed, y if check_classes else None, level)
 
 
 def bootstrap_mean(values: np.ndarray, n_resamples: int = 500, seed: int = 0, level: float = 0.95) -> Interval:

@@ -1,0 +1,181 @@
+"""Stage-3 training loops (pacx/probe.py) and evaluate.py end to end.
+
+The linear probe leaves every backbone parameter untouched while full fine-tuning changes them (values and
+gradients) and LoRA changes only the adapters; model selection returns the best validation epoch; evaluate.py runs
+two tiny backbones (random init and a saved checkpoint) through classification, segmentation, alignment and rollout
+on generated PNGs and writes results.json / results.md that parse."""
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import evaluate
+from pacx.lora import LoRALinear
+from pacx.metrics import macro_auroc
+from pacx.probe import (ProbeConfig, extract_features, finetune, prepare_finetune, to_probabilities,
+                        train_linear_probe)
+from pacx.vit import VisionTransformer, vit_tiny
+
+DEV = torch.device("cpu")
+
+
+def toy_images(n, seed):
+    """(n, 3, 32, 32) images; label 1 = a bright square in the upper half."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 32, 32, generator=g) * 0.3
+    y = (torch.arange(n) % 2).float()
+    x[y == 1, :, 4:14, 8:24] += 2.0
+    return x, y[:, None]
+
+
+def tiny_backbone():
+    torch.manual_seed(0)
+    return VisionTransformer(vit_tiny(img_size=32))
+
+
+def snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_linear_probe_leaves_backbone_unchanged_and_selects_best_epoch():
+    backbone = tiny_backbone()
+    before = snapshot(backbone)
+    (x, y), (xv, yv) = toy_images(32, 0), toy_images(16, 1)
+    f_train = extract_features(backbone, [(x[i:i + 8],) for i in range(0, 32, 8)], DEV)
+    f_val = extract_features(backbone, [(xv,)], DEV)
+    assert torch.allclose(f_train[:8], backbone(x[:8]), atol=1e-6)  # the CLS feature, in eval mode
+    head, info = train_linear_probe(f_train, y.numpy(), f_val, yv.numpy(), "binary",
+                                    ProbeConfig(epochs=12, lr=3e-2, batch_size=8))
+    for k, v in backbone.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in backbone.parameters())
+    vals = [h["val_auroc"] for h in info["history"]]
+    assert info["best_epoch"] == int(np.argmax(vals)) and info["best_val_auroc"] == max(vals)
+    p_val = to_probabilities(head(f_val), "binary")
+    assert macro_auroc(yv.numpy(), p_val, "binary") == pytest.approx(info["best_val_auroc"])  # the best head
+    assert info["best_val_auroc"] > 0.9
+
+
+@pytest.mark.parametrize("mode", ["finetune", "lora"])
+def test_finetune_changes_backbone(mode):
+    backbone = tiny_backbone()
+    before = snapshot(backbone)
+    model = prepare_finetune(backbone, 1, mode)
+    (x, y), (xv, yv) = toy_images(16, 0), toy_images(8, 1)
+    batches = [(x[:8], y[:8]), (x[8:], y[8:])]
+    model, info = finetune(model, lambda epoch: batches, [(xv, yv)], yv.numpy(), "binary",
+                           ProbeConfig(epochs=2, lr=1e-2, backbone_lr_scale=1.0), DEV)
+    params = dict(model.backbone.named_parameters())
+    if mode == "finetune":
+        for name, p in params.items():
+            if name == "pos_embed":  # the fixed sin-cos table is not trained
+                assert not p.requires_grad and torch.equal(p, before[name])
+                continue
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+            assert not torch.equal(p.detach(), before[name]), name
+    else:
+        adapters = [m for m in model.backbone.modules() if isinstance(m, LoRALinear)]
+        assert len(adapters) == 3 * 4
+        assert all(m.lora_B.abs().sum() > 0 and m.lora_B.grad is not None for m in adapters)  # B starts at 0
+        for name, p in params.items():
+            base_name = name.replace(".base_layer", "")
+            if "lora_" not in name and not name.startswith("norm."):
+                assert p.grad is None and torch.equal(p.detach(), before[base_name]), name
+    assert info["best_epoch"] in (0, 1)
+
+
+def write_png_data(root, n=30):
+    """Gray 32 px PNGs: label 1 = a bright disc; the disc is also the segmentation mask."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32]
+    rows = []
+    for i in range(n):
+        label = i % 2
+        img = rng.integers(20, 60, (32, 32))
+        mask = np.zeros((32, 32), np.uint8)
+        if label:
+            cy, cx = rng.integers(10, 22, 2)
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 < 49
+            img[disc] = 220
+            mask[disc] = 255
+        Image.fromarray(img.astype(np.uint8)).save(root / f"img{i:02d}.png")
+        Image.fromarray(mask).save(root / f"mask{i:02d}.png")
+        split = "train" if i < 16 else "val" if i < 23 else "test"
+        rows.append((f"img{i:02d}.png", f"mask{i:02d}.png", label, split))
+    (root / "task.csv").write_text("Path,finding,split\n" + "".join(f"{a},{c},{d}\n" for a, _, c, d in rows))
+    (root / "seg.csv").write_text("img_path,mask_path,split\n" + "".join(f"{a},{b},{d}\n" for a, b, _, d in rows))
+    ecg = rng.normal(size=(n, 12))
+    np.savez(root / "targets.npz", ecg=ecg, labs=ecg[:, :6] + 0.1 * rng.normal(size=(n, 6)))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    write_png_data(root)
+    torch.manual_seed(1)
+    saved = VisionTransformer(vit_tiny())
+    torch.save({"model": saved.state_dict(), "config": {"kind": "vit", **asdict(vit_tiny())}}, root / "vit.pt")
+    return root
+
+
+COMMON = ["--model", "tiny", "--img_size", "32", "--device", "cpu", "--workers", "0", "--batch_size", "8", "--bootstrap", "30"]
+
+
+def test_end_to_end_probe_segmentation_alignment_rollout(data, tmp_path):
+    out = tmp_path / "run"
+    evaluate.main([
+        "--backbones", f"random=,saved={data / 'vit.pt'}", "--reference", "random",
+        "--task_csv", str(data / "task.csv"), "--label_columns", "finding", "--task_type", "binary",
+        "--fractions", "0.5,1.0", "--epochs", "3", "--seg_csv", str(data / "seg.csv"), "--seg_epochs", "2",
+        "--seg_batch_size", "8", "--align_features", str(data / "targets.npz"), "--rollout", "2",
+        "--out_dir", str(out), *COMMON])
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["backbones"]) == {"random", "saved"}
+    fr = res["classification"]["fractions"]
+    assert set(fr) == {"0.5", "1"} and fr["0.5"]["n_train"] == 8 and fr["1"]["n_train"] == 16
+    for frac in fr.values():
+        for name in ("random", "saved"):
+            auroc = frac["backbones"][name]["test"]["auroc"]
+            assert auroc["lo"] <= auroc["median"] <= auroc["hi"] and auroc["n_resamples"] > 0
+            assert set(frac["backbones"][name]["test"]) == {"auroc", "accuracy", "precision", "recall", "f1",
+                                                            "f1_tuned"}
+        assert set(frac["delta"]) == {"saved"}  # saved - random
+    seg = res["segmentation"]
+    assert seg["n_test"] == 7 and 0 <= seg["backbones"]["saved"]["test"]["dice"]["value"] <= 1
+    assert set(res["alignment"]) == {"ecg", "labs"}
+    assert {"r2", "cosine", "cosine_centered", "R@1", "R@5", "R@10"} <= set(res["alignment"]["ecg"]["backbones"]
+                                                                            ["saved"])
+    assert len(res["rollout"]["files"]) == 2
+    tile = np.asarray(Image.open(res["rollout"]["files"][0]))
+    assert tile.shape == (32, 4 * 32 + 3 * 4, 3)  # image, random, saved, saved - random
+    md = (out / "results.md").read_text()
+    assert "| train labels | metric | random | saved | saved − random |" in md
+    table = [line for line in md.splitlines() if line.startswith("| 100% (n=16) | AUROC |")]
+    assert len(table) == 1 and len(table[0].split("|")) == 2 + 2 + 2 + 1
+
+
+def test_end_to_end_finetune(data, tmp_path):
+    out = tmp_path / "ft"
+    evaluate.main(["--backbones", f"a={data / 'vit.pt'},b=", "--task_csv", str(data / "task.csv"),
+                   "--label_columns", "finding", "--task_type", "binary", "--mode", "finetune", "--fractions", "1",
+                   "--epochs", "1", "--out_dir", str(out), *COMMON])
+    res = json.loads((out / "results.json").read_text())
+    assert res["reference"] == "a" and set(res["classification"]["fractions"]["1"]["delta"]) == {"b"}
+
+
+def test_help_and_bad_input(data, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert all(f"--{flag}" in text for flag in ("backbones", "reference", "fractions", "seg_csv", "bootstrap"))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Path,finding,split\nimg00.png,0,training\n")
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--task_csv", str(bad), "--label_columns", "finding", "--out_dir", str(tmp_path), *COMMON])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "bad.csv: line 2, column 'split': expected train, val or test, found 'training'" in err

@@ -1,0 +1,44 @@
+"""Low-label subsets (pacx/lowlabel.py): deterministic, a positive for every label / class, nested fractions."""
+import numpy as np
+
+from pacx.lowlabel import subsample_indices
+
+
+def multilabel(n=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, 5)) < [0.3, 0.1, 0.05, 0.01, 0.0]).astype(np.float32)
+    y[[17, 923], 4] = 1.0  # a very rare label: 2 positives in 1000
+    return y
+
+
+def test_deterministic_and_seed_dependent():
+    y = multilabel()
+    a, b = subsample_indices(y, 0.01, seed=3), subsample_indices(y, 0.01, seed=3)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, subsample_indices(y, 0.01, seed=4))
+
+
+def test_positive_per_label_and_size():
+    y = multilabel()
+    for seed in range(5):
+        rows = subsample_indices(y, 0.01, seed=seed)
+        assert len(rows) == 10 and len(np.unique(rows)) == 10
+        assert (y[rows].sum(0) >= 1).all()  # even the 2-in-1000 label
+
+
+def test_nested_fractions_and_full():
+    y = multilabel()
+    small, mid = set(subsample_indices(y, 0.01, 1)), set(subsample_indices(y, 0.1, 1))
+    assert small <= mid and len(mid) == 100
+    assert np.array_equal(subsample_indices(y, 1.0, 1), np.arange(len(y)))
+
+
+def test_multiclass_every_class_and_binary_column():
+    rng = np.random.default_rng(2)
+    y = rng.choice(4, size=500, p=[0.7, 0.2, 0.09, 0.01])
+    rows = subsample_indices(y, 0.01, seed=0)
+    assert set(y[rows]) == set(y)
+    binary = np.zeros(300, np.float32)
+    binary[123] = 1.0
+    assert 123 in subsample_indices(binary, 0.01, seed=7)
+    assert len(subsample_indices(np.zeros((50, 2)), 0.01, seed=0)) == 1  # no positive to force; at least one row
