@@ -13,25 +13,23 @@ every trainable parameter; 5 warmup epochs then cosine with floor 0.01, stepped 
 
 Writes out_dir/last.pt (resumable state), out_dir/encoder.pt (the merged plain ViT), metrics.jsonl, config.json.
 """
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pacx import checkpoint as ckpt
 from pacx.config import opt, parse_config
 from pacx.datasets import SymileMIMIC, file_column, read_table
-from pacx.dist import all_reduce_mean, init_runtime, shutdown
+from pacx.dist import all_reduce_mean, init_runtime, shutdown, wrap_for_training
 from pacx.errors import DataError, PacxError, exit_on_error
 from pacx.heads import HeadsConfig, retrieval_metrics
 from pacx.loader import GlobalBatchSampler, SeededView, check_batch, make_loader
 from pacx.optim import lr_factor, make_adamw, param_groups, set_lr
 from pacx.pacx_model import PaCX, PaCXConfig, export_checkpoint
-from pacx.runlog import JsonlLog, LossMeter, Progress
+from pacx.runlog import LossMeter, Progress, open_run
 from pacx.images import read_rgb_tensor
 from pacx.targets import symile_targets, triplet_targets
 from pacx.transforms import denormalize, distill_train, eval_resize
@@ -206,22 +204,13 @@ def main(argv=None):
     model.to(rt.device)
     optimizer = make_adamw(param_groups(model, cfg.weight_decay, decay_all=cfg.decay_all), cfg.lr,
                            (0.9, 0.999), rt.device)
-    step = 0
-    if resume_from is not None:
-        step = ckpt.restore_training_state(resume_from, model, optimizer)
-        rt.print0(f"resumed {resume_from} at step {step}")
-    log = JsonlLog(out / "metrics.jsonl", rt.is_main, resume_step=step if resume_from else None)
-    if rt.is_main:
-        (out / "config.json").write_text(json.dumps({"script": asdict(cfg), "model": model.config_dict()}, indent=2))
+    step, log = open_run(out, rt, resume_from, model, optimizer, {"script": asdict(cfg), "model": model.config_dict()})
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     rt.print0(f"stage 2: {trainable:,} trainable parameters ({model.trainable_encoder_params:,} in the encoder), "
               f"{len(train_set)} samples, {steps_per_epoch} steps/epoch, {total_steps} steps, "
               f"{rt.world_size} process(es) on {rt.device}")
 
-    train_model = DDP(model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None) \
-        if rt.distributed else model
-    if cfg.compile:
-        train_model = torch.compile(train_model)
+    train_model = wrap_for_training(model, rt, cfg.compile)
 
     def save():
         meter.check_finite(step, out / ckpt.LAST)

@@ -11,22 +11,20 @@ warmup epochs then cosine stepped per epoch, global batch 512, RandomResizedCrop
 
 Options left at `None` take the modality's reference value (shown in `--help`).
 """
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pacx import checkpoint as ckpt
 from pacx.config import opt, parse_config
-from pacx.dist import all_reduce_mean, init_runtime, shutdown
+from pacx.dist import all_reduce_mean, init_runtime, shutdown, wrap_for_training
 from pacx.errors import PacxError, exit_on_error
 from pacx.labs_dae import LabDAE, LabDAEConfig
 from pacx.loader import GlobalBatchSampler, SeededView, check_batch, make_loader
 from pacx.mae import MAE_PRESETS, MaskedAutoencoder
 from pacx.optim import lr_factor, make_adamw, param_groups, set_lr
-from pacx.runlog import JsonlLog, LossMeter, Progress
+from pacx.runlog import LossMeter, Progress, open_run
 from pacx.stage1_data import image_dataset, lab_arrays
 from pacx.transforms import mae_train
 from pacx.weights import load_mae_weights
@@ -141,21 +139,12 @@ def main(argv=None):
     betas = (0.9, 0.95) if cfg.modality == "cxr" else (0.9, 0.999)
     optimizer = make_adamw(groups, cfg.lr, betas, rt.device)
 
-    step = 0
-    if resume_from is not None:
-        step = ckpt.restore_training_state(resume_from, model, optimizer)
-        rt.print0(f"resumed {resume_from} at step {step}")
-    log = JsonlLog(out / "metrics.jsonl", rt.is_main, resume_step=step if resume_from else None)
-    if rt.is_main:
-        (out / "config.json").write_text(json.dumps({"script": asdict(cfg), "model": model_config}, indent=2))
+    step, log = open_run(out, rt, resume_from, model, optimizer, {"script": asdict(cfg), "model": model_config})
     rt.print0(f"{cfg.modality} stage 1: {sum(p.numel() for p in model.parameters()):,} parameters, "
               f"{len(dataset)} samples, {steps_per_epoch} steps/epoch, {total_steps} steps, "
               f"{rt.world_size} process(es) on {rt.device}")
 
-    train_model = DDP(model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None) \
-        if rt.distributed else model
-    if cfg.compile:
-        train_model = torch.compile(train_model)
+    train_model = wrap_for_training(model, rt, cfg.compile)
 
     def save():
         meter.check_finite(step, out / ckpt.LAST)

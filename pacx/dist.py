@@ -83,3 +83,13 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(t)
         t /= dist.get_world_size()
     return t
+
+
+def wrap_for_training(model: torch.nn.Module, rt: Runtime, compile: bool = False) -> torch.nn.Module:
+    """DDP when there are several processes (gradients averaged over ranks), then optionally torch.compile. The
+    unwrapped `model` stays the one to save (STYLE.md point 10)."""
+    if rt.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
+    return torch.compile(model) if compile else model

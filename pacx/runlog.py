@@ -97,3 +97,18 @@ class LossMeter:
         out = {k: reduce(v).item() / max(self.count, 1) for k, v in self.sums.items()}
         self.sums, self.count = {}, 0
         return out
+
+
+def open_run(out: Path, rt, resume_from: Path | None, model, optimizer, config: dict) -> tuple[int, JsonlLog]:
+    """Start or resume a training run in `out`: restore the state of `resume_from` (model, optimizer, RNGs), cut the
+    metrics log back to its step and write config.json. Returns (step, log)."""
+    from .checkpoint import restore_training_state
+
+    step = 0
+    if resume_from is not None:
+        step = restore_training_state(resume_from, model, optimizer)
+        rt.print0(f"resumed {resume_from} at step {step}")
+    log = JsonlLog(out / "metrics.jsonl", rt.is_main, resume_step=step if resume_from else None)
+    if rt.is_main:
+        (out / "config.json").write_text(json.dumps(config, indent=2))
+    return step, log
