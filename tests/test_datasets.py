@@ -11,10 +11,8 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
-from pacx.datasets import (
-    CHEXPERT_LABELS, NIH_LABELS, CheXpert, DatasetFormatError, ImageCSV, ImageFolderList, NIHChestXray14,
-    SegmentationCSV, SymileMIMIC, TripletCSV, VinDrCXR,
-)
+from pacx.cxr_datasets import CHEXPERT_LABELS, NIH_LABELS, CheXpert, NIHChestXray14, VinDrCXR
+from pacx.datasets import DatasetFormatError, ImageCSV, ImageFolderList, SegmentationCSV, SymileMIMIC, TripletCSV
 from pacx.errors import DataError
 
 
