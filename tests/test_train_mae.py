@@ -173,3 +173,13 @@ def test_unknown_or_mistyped_option_is_one_line_error():
     assert res.returncode == 2 and "--epochs" in res.stderr and "Traceback" not in res.stderr
     res = run(["--data", "x", "--no_such_option", "1"])
     assert res.returncode == 2 and "no_such_option" in res.stderr
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(image_dir, tmp_path):
+    res = run(["--data", str(image_dir), *TINY, "--batch_size", "4", "--epochs", "3", "--ckpt_every", "1",
+               "--lr", "1e12", "--warmup_epochs", "0", "--out_dir", str(tmp_path)])
+    assert res.returncode == 2 and "non-finite loss" in res.stderr and "Traceback" not in res.stderr
+    step = int(res.stderr.split("before step ")[1].split(";")[0])
+    state = load(tmp_path / LAST)
+    assert state["step"] == step - 1  # the checkpoint of the step before the failure, never a NaN one
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
