@@ -2,7 +2,8 @@
 
 Every script declares one dataclass; each field (with its default and the comment-free help text in the
 dataclass' `metadata={"help": ...}` when present) becomes a flag. An unknown flag or a value of the wrong type is a
-one-line error naming it. Bools accept true/false/1/0/yes/no; tuples take comma-separated values.
+one-line error naming it. Bools accept true/false/1/0/yes/no (a bare `--flag` means true); tuples take
+comma-separated values.
 (STYLE.md point 4: no YAML/Hydra layers, `--help` lists every field with its default.)
 """
 import argparse
@@ -57,8 +58,9 @@ def parse_config(cls, argv: list[str] | None = None, description: str | None = N
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         tp = hints[f.name]
         metavar = tp.__name__ if isinstance(tp, type) else "VALUE"
+        bare = {"nargs": "?", "const": True} if tp is bool else {}  # `--flag` alone means `--flag true`
         parser.add_argument(f"--{f.name}", type=_converter(tp), default=default, metavar=metavar,
-                            help=f.metadata.get("help", " "))
+                            help=f.metadata.get("help", " "), **bare)
     ns = parser.parse_args(sys.argv[1:] if argv is None else argv)
     return cls(**vars(ns))
 

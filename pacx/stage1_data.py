@@ -11,6 +11,7 @@ import torch
 
 from torch.utils.data import Subset
 
+from .cache import INDEX, CachedImages
 from .datasets import ImageCSV, ImageFolderList, read_table
 from .errors import DataError
 from .labs import LabPercentiles, read_lab_table
@@ -20,9 +21,11 @@ LAB_TRANSFORM = "lab_percentiles.json"
 
 def image_dataset(data: str, image_column: str = "Path", image_root: str = "", split_column: str = "",
                   split: str = "train"):
-    """A folder of images or a CSV with an image-path column (optionally only the rows whose `split_column` equals
-    `split`); items are dicts with a uint8 (3, H, W) 'image'."""
+    """A preprocessing cache (`pacx.cache`), a folder of images, or a CSV with an image-path column (optionally only
+    the rows whose `split_column` equals `split`); items are dicts with a uint8 (3, H, W) 'image'."""
     path = Path(data)
+    if (path / INDEX).is_file():  # a preprocessing cache built by `python -m pacx.cache`
+        return CachedImages(path)
     if path.is_dir():
         return ImageFolderList(path)
     if path.suffix.lower() != ".csv":

@@ -50,12 +50,21 @@ def resized_crop_params(g: torch.Generator, height: int, width: int, scale, rati
 
 
 def normalize(img: torch.Tensor) -> torch.Tensor:
-    """uint8 (3, H, W) -> float32 ImageNet-normalised (3, H, W)."""
-    return TF.normalize(img.float() / 255.0, IMAGENET_MEAN, IMAGENET_STD)
+    """uint8 (3 or 1, H, W) -> float32 ImageNet-normalised (3, H, W); one channel is copied to three first."""
+    return TF.normalize(img.float().expand(3, -1, -1) / 255.0, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def one_channel(img: torch.Tensor) -> torch.Tensor:
+    """(1, H, W) when the 3 channels are copies of one gray image (as every pacx reader returns): the geometry then
+    runs once instead of three times, and `normalize` expands it back to 3 channels."""
+    if img.shape[0] == 3 and torch.equal(img[0], img[1]) and torch.equal(img[1], img[2]):
+        return img[:1]
+    return img
 
 
 def mae_train(img: torch.Tensor, g: torch.Generator, size: int = 224, scale=(0.5, 1.0)) -> torch.Tensor:
     """Stage 1: RandomResizedCrop(size, scale) with bicubic interpolation (MAE `main_pretrain.py`) + h-flip."""
+    img = one_channel(img)
     top, left, h, w = resized_crop_params(g, img.shape[-2], img.shape[-1], scale, (3 / 4, 4 / 3))
     img = TF.resized_crop(img, top, left, h, w, [size, size], interpolation=TF.InterpolationMode.BICUBIC,
                           antialias=True)
@@ -66,7 +75,7 @@ def mae_train(img: torch.Tensor, g: torch.Generator, size: int = 224, scale=(0.5
 
 def eval_resize(img: torch.Tensor, size: int = 224) -> torch.Tensor:
     """Validation / feature extraction: square bicubic resize and normalisation."""
-    img = TF.resize(img, [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    img = TF.resize(one_channel(img), [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
     return normalize(img)
 
 
@@ -82,6 +91,7 @@ def distill_train(img: torch.Tensor, g: torch.Generator, size: int = 224) -> tor
     RandomResizedCrop(size, scale (0.75, 1), ratio (0.85, 1.15)); p=0.6 RandomAffine(10 deg, translate 0.1,
     scale 0.9-1.1); p=0.3 ColorJitter(brightness 0.2, contrast 0.2); p=0.15 GaussianBlur(5, sigma 0.1-2);
     ImageNet normalisation; RandomErasing(p 0.25, scale 0.02-0.1, ratio 0.3-3.3, value 0)."""
+    img = one_channel(img)
     img = img.float() / 255.0 if img.dtype == torch.uint8 else img
     top, left, h, w = resized_crop_params(g, img.shape[-2], img.shape[-1], (0.75, 1.0), (0.85, 1.15))
     img = TF.resized_crop(img, top, left, h, w, [size, size], antialias=True)
@@ -96,7 +106,7 @@ def distill_train(img: torch.Tensor, g: torch.Generator, size: int = 224) -> tor
     if _uniform(g, 0, 1) < 0.15:
         sigma = _uniform(g, 0.1, 2.0)
         img = TF.gaussian_blur(img, [5, 5], [sigma, sigma])
-    img = TF.normalize(img, IMAGENET_MEAN, IMAGENET_STD)
+    img = TF.normalize(img.expand(3, -1, -1), IMAGENET_MEAN, IMAGENET_STD)
     if _uniform(g, 0, 1) < 0.25:
         img = _erase(img, g, scale=(0.02, 0.1), ratio=(0.3, 3.3))
     return img
