@@ -111,7 +111,8 @@ def build_encoder(cfg: Config) -> VisionTransformer:
 def symile_split(cfg: Config, split: str, rt, train: bool):
     data = SymileMIMIC(cfg.data, split)
     targets = symile_targets(Path(cfg.data) / split, split, cfg.ecg_weights or None, cfg.labs_dae or None,
-                             Path(cfg.targets_cache), rt.device, cfg.notch_hz, cfg.zero_missing_labs, rt.print0)
+                             Path(cfg.targets_cache), rt.device, cfg.notch_hz, cfg.zero_missing_labs, rt.print0,
+                             with_ecg=cfg.use_ecg)
     size = cfg.img_size
 
     def sample(i, g):
@@ -136,7 +137,7 @@ def triplet_split(cfg: Config, split: str, rt, train: bool):
     targets = triplet_targets(Path(cfg.data), rows, split, ecg_paths, df[cfg.lab_id_column].iloc[rows].tolist(),
                               train_ids, Path(cfg.labs_table), cfg.lab_id_column, cfg.ecg_weights or None,
                               cfg.labs_dae or None, Path(cfg.targets_cache), rt.device, cfg.notch_hz,
-                              cfg.zero_missing_labs, rt.print0)
+                              cfg.zero_missing_labs, rt.print0, with_ecg=cfg.use_ecg)
     size = cfg.img_size
 
     def sample(i, g):

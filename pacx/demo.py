@@ -39,6 +39,11 @@ class Config:
     lr_scale: float = opt(8.0, "multiplier on the reference learning rates (tiny models, few epochs)")
     fractions: tuple[float, ...] = opt((0.01, 0.1, 1.0), "label fractions of the low-label sweep")
     bootstrap: int = opt(500, "bootstrap resamples of every interval")
+    use_ecg: bool = opt(False, "distil from the ECG teacher too. Without --ecg_weights ECGFounder has random weights, "
+                               "whose embeddings are nearly the same for every record (mean cosine 0.997 on this "
+                               "world), so the demo leaves the ECG teacher out unless asked")
+    ecg_weights: str = opt("", "12_lead_ECGFounder.pth, if you have it (implies a real ECG teacher)")
+    seg_epochs: int = opt(8, "segmentation decoder epochs (reference: 50)")
     device: str = opt("auto", "auto | cpu | cuda")
     nproc: int = opt(1, "processes per training stage (>1: torchrun, DDP)")
     workers: int = opt(1, "data-loading workers per process")
@@ -55,19 +60,22 @@ def run(cmd: list[str], nproc: int = 1) -> None:
         raise PacxError(f"the step `python {cmd[0]}` failed (its message is above)")
 
 
-def alignment_targets(world: Path, out: Path, labs_dae: Path, log=print) -> None:
-    """Frozen ECG / lab embeddings of every patient, keyed by image path, for evaluate.py's alignment probe."""
+def alignment_targets(world: Path, out: Path, labs_dae: Path, ecg_weights: str | None, with_ecg: bool) -> None:
+    """Frozen lab (and ECG) embeddings of every patient, keyed by image path, for evaluate.py's alignment probe."""
     from .datasets import file_column, read_table
-    from .targets import triplet_targets
+    from .targets import table_lab_targets, triplet_targets
 
-    df = read_table(world / "triplets.csv")
-    train_ids = df.loc[df["split"] == "train", "hadm_id"].tolist()
-    rows = np.arange(len(df))
-    t = triplet_targets(world / "triplets.csv", rows, "all", file_column(df, "ecg_path", world, "", False),
-                        df["hadm_id"].tolist(), train_ids, world / "labs.csv", "hadm_id", None, str(labs_dae),
-                        out / "targets", "cpu", log=log)
-    np.savez(out / "align_targets.npz", path=np.array(df["cxr_path"].tolist()), ecg=t["ecg"].numpy(),
-             labs=t["labs"].numpy())
+    df = read_table(world / "images.csv")
+    ids, train_ids = df["hadm_id"].tolist(), df.loc[df["split"] == "train", "hadm_id"].tolist()
+    arrays = {"path": np.array(df["path"].tolist())}
+    if with_ecg:
+        t = triplet_targets(world / "triplets.csv", np.arange(len(df)), "all", file_column(
+            read_table(world / "triplets.csv"), "ecg_path", world, "", False), ids, train_ids, world / "labs.csv",
+            "hadm_id", ecg_weights, str(labs_dae), out / "targets", "cpu")
+        arrays |= {"ecg": t["ecg"].numpy(), "labs": t["labs"].numpy()}
+    else:
+        arrays["labs"] = table_lab_targets(world / "labs.csv", "hadm_id", ids, train_ids, str(labs_dae))
+    np.savez(out / "align_targets.npz", **arrays)
 
 
 @exit_on_error
@@ -81,9 +89,10 @@ def main(argv=None):
               "--overwrite", "true"]
     train = common + ["--batch_size", str(cfg.batch_size), "--log_every", "20"]
 
+    use_ecg = cfg.use_ecg or bool(cfg.ecg_weights)
     run(["-m", "pacx.make_world", "--out_dir", str(world), "--n_train", str(cfg.n_train), "--n_val", str(cfg.n_val),
          "--n_test", str(cfg.n_test), "--image_size", str(cfg.image_size), "--seed", str(cfg.seed),
-         "--formats", "images,segmentation,labs,npy,wfdb"])
+         "--formats", "images,segmentation,labs,npy" + (",wfdb" if use_ecg else "")])
     # Stage 1a: the MAE on the training split's images only.
     run(["train_mae.py", "--data", str(world / "images.csv"), "--image_column", "path", "--split_column", "split",
          "--model", cfg.model, "--img_size", str(cfg.image_size), "--epochs", str(cfg.mae_epochs),
@@ -92,14 +101,15 @@ def main(argv=None):
     # Stage 1b: the lab DAE on the Symile-layout percentiles.
     run(["train_mae.py", "--modality", "labs", "--data", str(world / "data_npy"), "--epochs", str(cfg.dae_epochs),
          "--warmup_steps", "50", "--out_dir", str(out / "labs"), *train], cfg.nproc)
-    # Stage 2: distillation from the frozen ECG (random ECGFounder weights: none can be downloaded) and lab encoders.
+    # Stage 2: distillation from the frozen lab encoder (and the ECG one when asked for; see --use_ecg).
     run(["train_distill.py", "--data", str(world / "data_npy"), "--init", str(out / "mae" / "last.pt"),
          "--labs_dae", str(out / "labs" / "last.pt"), "--targets_cache", str(out / "targets"),
+         "--use_ecg", str(use_ecg), "--ecg_weights", cfg.ecg_weights,
          "--epochs", str(cfg.distill_epochs), "--warmup_epochs", str(max(1, cfg.distill_epochs // 10)),
          "--lr", str(1e-4 * cfg.lr_scale), "--out_dir", str(out / "distill"), *train], cfg.nproc)
     print("\n$ (python) pacx.demo.alignment_targets: frozen targets of every patient for the alignment probe",
           flush=True)
-    alignment_targets(world, out, out / "labs" / "last.pt")
+    alignment_targets(world, out, out / "labs" / "last.pt", cfg.ecg_weights or None, use_ecg)
     # Stage 3: image only. Three backbones, two physiology tasks, the low-label sweep, segmentation, alignment.
     backbones = f"random=,mae={out / 'mae' / 'last.pt'},pacx={out / 'distill' / 'encoder.pt'}"
     fractions = ",".join(str(f) for f in cfg.fractions)
@@ -108,7 +118,8 @@ def main(argv=None):
                 "--bootstrap", str(cfg.bootstrap), "--device", cfg.device, "--workers", str(cfg.workers),
                 "--seed", str(cfg.seed)]
     run([*evaluate, "--task_name", "fluid_overload", "--label_columns", "fluid_overload", "--task_type", "binary",
-         "--seg_csv", str(world / "segmentation.csv"), "--align_features", str(out / "align_targets.npz"),
+         "--seg_csv", str(world / "segmentation.csv"), "--seg_epochs", str(cfg.seg_epochs),
+         "--seg_warmup_epochs", "1", "--align_features", str(out / "align_targets.npz"),
          "--rollout", "4", "--out_dir", str(out / "eval_fluid")])
     run([*evaluate, "--task_name", "findings", "--label_columns", FINDINGS, "--task_type", "multilabel",
          "--out_dir", str(out / "eval_findings")])

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .checkpoint import save_atomic, load
-from .ecg import ECGEncoder
+from .ecg import ECGEncoder, ecg_embed_dim as ECG_DIM
 from .ecg_io import ecgfounder_preprocess, read_wfdb_ecg, symile_ecg_to_ecgfounder
 from .errors import DataError
 from .labs import LabPercentiles, read_lab_table
@@ -84,31 +84,62 @@ def encode_labs(x: np.ndarray, m: np.ndarray, dae: LabDAE, zero_missing: bool = 
     return z.numpy().astype(np.float32)
 
 
-def symile_targets(split_dir: Path, split: str, ecg_weights: str | None, labs_dae: str | None, cache_dir: Path,
-                   device, notch_hz: float | None = 50.0, zero_missing: bool = False, log=print) -> dict:
-    """{'ecg': (N, E), 'labs': (N, Z)} for a Symile-MIMIC split, computed once and cached."""
-    files = {k: split_dir / f"{k}_{split}.npy" for k in ("ecg", "labs_percentiles", "labs_missingness")}
-    key = cache_key(ecg=file_digest(ecg_weights), dae=file_digest(labs_dae), notch=notch_hz, zero=zero_missing,
-                    data={k: data_fingerprint(p) for k, p in files.items()})
-    path = Path(cache_dir) / f"targets_{split}_{key}.pt"
+def cached(path: Path, compute, log) -> dict:
+    """Load `path` if it exists, else compute the targets dict and write it atomically."""
     if path.exists():
         log(f"targets: reusing {path}")
         return load(path)
-    ecg = np.load(files["ecg"], mmap_mode="r")
-    log(f"targets: encoding {len(ecg)} {split} samples with the frozen ECG and lab encoders -> {path}")
-    n = len(ecg)
-
-    def report(done):
-        if done == n or done % (32 * 20) == 0:
-            log(f"targets: {done}/{n} ECGs")
-
-    ecg_t = encode_ecg(_SymileECG(ecg), frozen_ecg_encoder(ecg_weights), device, notch_hz, progress=report)
-    labs_t = encode_labs(np.load(files["labs_percentiles"]), np.load(files["labs_missingness"]),
-                         frozen_lab_encoder(labs_dae), zero_missing)
-    targets = {"ecg": torch.from_numpy(ecg_t), "labs": torch.from_numpy(labs_t)}
+    targets = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     save_atomic(targets, path)
     return targets
+
+
+def no_ecg(n: int) -> np.ndarray:
+    """Placeholder ECG targets when the ECG teacher is switched off (`--use_ecg false`): never read by the loss."""
+    return np.zeros((n, ECG_DIM), np.float32)
+
+
+def symile_targets(split_dir: Path, split: str, ecg_weights: str | None, labs_dae: str | None, cache_dir: Path,
+                   device, notch_hz: float | None = 50.0, zero_missing: bool = False, log=print,
+                   with_ecg: bool = True) -> dict:
+    """{'ecg': (N, E), 'labs': (N, Z)} for a Symile-MIMIC split, computed once and cached."""
+    files = {k: split_dir / f"{k}_{split}.npy" for k in ("ecg", "labs_percentiles", "labs_missingness")}
+    key = cache_key(ecg=file_digest(ecg_weights) if with_ecg else "off", dae=file_digest(labs_dae), notch=notch_hz,
+                    zero=zero_missing, data={k: data_fingerprint(p) for k, p in files.items()})
+
+    def compute():
+        ecg = np.load(files["ecg"], mmap_mode="r")
+        n = len(ecg)
+        log(f"targets: encoding {n} {split} samples with the frozen encoders -> cache {cache_dir}")
+
+        def report(done):
+            if done == n or done % (32 * 20) == 0:
+                log(f"targets: {done}/{n} ECGs")
+
+        ecg_t = encode_ecg(_SymileECG(ecg), frozen_ecg_encoder(ecg_weights), device, notch_hz, progress=report) \
+            if with_ecg else no_ecg(n)
+        labs_t = encode_labs(np.load(files["labs_percentiles"]), np.load(files["labs_missingness"]),
+                             frozen_lab_encoder(labs_dae), zero_missing)
+        return {"ecg": torch.from_numpy(ecg_t), "labs": torch.from_numpy(labs_t)}
+
+    return cached(Path(cache_dir) / f"targets_{split}_{key}.pt", compute, log)
+
+
+def table_lab_targets(labs_table: Path, id_column: str, ids: list[str], train_ids: list[str], labs_dae: str | None,
+                      zero_missing: bool = False, source=None) -> np.ndarray:
+    """(len(ids), Z) lab targets from a raw labs table: percentiles by an empirical CDF fitted on the rows of
+    `train_ids` only (DESIGN.md "Stage 1b"), then the frozen DAE."""
+    table = read_lab_table(labs_table, id_column=id_column, allow_missing=True)
+    by_id = {str(v): i for i, v in enumerate(table[id_column])}
+    for lab_id in set(ids) | set(train_ids):
+        if lab_id not in by_id:
+            raise DataError(f"{labs_table}: no row with {id_column} = {lab_id}" + (f" (named in {source})"
+                                                                                    if source else ""))
+    labs = table.drop(columns=[id_column])
+    transform = LabPercentiles().fit(labs.iloc[[by_id[i] for i in train_ids]])
+    x, m = transform.transform(labs.iloc[[by_id[i] for i in ids]])
+    return encode_labs(x, m, frozen_lab_encoder(labs_dae), zero_missing)
 
 
 class _SymileECG:
@@ -128,28 +159,22 @@ class _SymileECG:
 def triplet_targets(csv: Path, rows: np.ndarray, split: str, ecg_paths: list[Path], lab_ids: list[str],
                     train_lab_ids: list[str], labs_table: Path, lab_id_column: str, ecg_weights: str | None,
                     labs_dae: str | None, cache_dir: Path, device, notch_hz: float | None = 50.0,
-                    zero_missing: bool = False, log=print) -> dict:
+                    zero_missing: bool = False, log=print, with_ecg: bool = True) -> dict:
     """Targets for raw triplets (a CSV of image path, WFDB record, lab row id): each record read by
     `pacx.ecg_io.read_wfdb_ecg` (12 standard leads by name, 500 Hz, 10 s), the lab rows turned into percentiles by an
     empirical CDF fitted on the training split's rows only, then both encoded as `symile_targets` does."""
-    key = cache_key(ecg=file_digest(ecg_weights), dae=file_digest(labs_dae), notch=notch_hz, zero=zero_missing,
-                    csv=data_fingerprint(csv), labs=data_fingerprint(labs_table), rows=rows.tolist())
-    path = Path(cache_dir) / f"targets_{split}_{key}.pt"
-    if path.exists():
-        log(f"targets: reusing {path}")
-        return load(path)
-    log(f"targets: reading {len(ecg_paths)} {split} ECG records and lab rows -> {path}")
-    table = read_lab_table(labs_table, id_column=lab_id_column, allow_missing=True)
-    by_id = {str(v): i for i, v in enumerate(table[lab_id_column])}
-    for lab_id in set(lab_ids) | set(train_lab_ids):
-        if lab_id not in by_id:
-            raise DataError(f"{labs_table}: no row with {lab_id_column} = {lab_id} (named in {csv})")
-    labs = table.drop(columns=[lab_id_column])
-    transform = LabPercentiles().fit(labs.iloc[[by_id[i] for i in train_lab_ids]])
-    x, m = transform.transform(labs.iloc[[by_id[i] for i in lab_ids]])
-    ecg = np.stack([read_wfdb_ecg(p)[0] for p in ecg_paths])  # (N, 12, 5000) mV, ECGFounder lead order
-    targets = {"ecg": torch.from_numpy(encode_ecg(ecg, frozen_ecg_encoder(ecg_weights), device, notch_hz)),
-               "labs": torch.from_numpy(encode_labs(x, m, frozen_lab_encoder(labs_dae), zero_missing))}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic(targets, path)
-    return targets
+    key = cache_key(ecg=file_digest(ecg_weights) if with_ecg else "off", dae=file_digest(labs_dae), notch=notch_hz,
+                    zero=zero_missing, csv=data_fingerprint(csv), labs=data_fingerprint(labs_table),
+                    rows=rows.tolist())
+
+    def compute():
+        log(f"targets: reading {len(ecg_paths)} {split} ECG records and lab rows -> cache {cache_dir}")
+        labs = table_lab_targets(labs_table, lab_id_column, lab_ids, train_lab_ids, labs_dae, zero_missing, csv)
+        if with_ecg:
+            ecg = np.stack([read_wfdb_ecg(p)[0] for p in ecg_paths])  # (N, 12, 5000) mV, ECGFounder lead order
+            ecg = encode_ecg(ecg, frozen_ecg_encoder(ecg_weights), device, notch_hz)
+        else:
+            ecg = no_ecg(len(lab_ids))
+        return {"ecg": torch.from_numpy(ecg), "labs": torch.from_numpy(labs)}
+
+    return cached(Path(cache_dir) / f"targets_{split}_{key}.pt", compute, log)

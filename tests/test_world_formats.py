@@ -1,0 +1,54 @@
+"""A tiny synthetic world written in every format and read back through the data-layer adapters users would use."""
+import numpy as np
+import pytest
+
+from pacx.datasets import ImageCSV, SegmentationCSV, SymileMIMIC, TripletCSV
+from pacx.ecg_io import ECGFOUNDER_LEADS, MIMIC_ECG_LEADS, read_wfdb_ecg
+from pacx.labs import LabPercentiles, read_lab_table
+from pacx.synthetic import LABEL_NAMES, write_world
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    write_world(root, 10, 4, 4, seed=1, image_size=32, formats=("images", "segmentation", "labs", "npy", "wfdb"))
+    return root
+
+
+def test_images_and_segmentation_csvs(world):
+    cls = ImageCSV(world / "images.csv", "path", list(LABEL_NAMES), task="multilabel")
+    assert len(cls) == 18 and cls[0]["image"].shape == (3, 32, 32) and cls[0]["label"].shape == (6,)
+    seg = SegmentationCSV(world / "segmentation.csv")
+    item = seg[3]
+    assert item["mask"].shape == (1, 32, 32) and set(item["mask"].unique().tolist()) <= {0.0, 1.0}
+    assert 0 < item["mask"].mean() < 1
+
+
+def test_symile_splits_and_triplets_agree(world):
+    splits = {s: SymileMIMIC(world / "data_npy", s) for s in ("train", "val", "val_retrieval", "test")}
+    assert [len(splits[s]) for s in ("train", "val")] == [10, 4]
+    assert len(splits["test"]) == 4 * (1 + 3)  # query + min(9, n - 1) candidates from its own split
+    table = read_lab_table(world / "labs.csv", id_column="hadm_id")
+    train_ids = [str(h) for h in np.load(world / "data_npy" / "train" / "hadm_id_train.npy")]
+    rows = table.set_index("hadm_id").loc[train_ids]
+    x, m = LabPercentiles().fit(rows).transform(rows)
+    item = splits["train"][2]
+    np.testing.assert_allclose(item["labs"].numpy(), x[2], atol=1e-6)
+    np.testing.assert_array_equal(item["mask"].numpy(), m[2])
+
+    def lab_lookup(hadm_id):
+        i = train_ids.index(str(hadm_id))
+        return x[i], m[i]
+
+    trip = TripletCSV(world / "triplets.csv", lab_column="hadm_id", ecg_reader=lambda p: read_wfdb_ecg(p)[0],
+                      lab_lookup=lab_lookup)
+    t = trip[2]  # the first rows of triplets.csv are the training patients, in the same order
+    assert t["lab_id"] == train_ids[2]
+    np.testing.assert_array_equal(t["labs"].numpy(), x[2])
+    # The Symile ECG (MIMIC lead order, min-max to [-1, 1]) is an affine image of the WFDB record's leads.
+    order = [MIMIC_ECG_LEADS.index(lead) for lead in ECGFOUNDER_LEADS]
+    sym = item["ecg"].numpy()[order]  # (12, 5000) in ECGFounder order
+    raw = t["ecg"].numpy()
+    slope, intercept = np.polyfit(raw.ravel(), sym.ravel(), 1)
+    np.testing.assert_allclose(slope * raw + intercept, sym, atol=5e-3)
+    assert sym.min() == pytest.approx(-1, abs=1e-6) and sym.max() == pytest.approx(1, abs=1e-6)
