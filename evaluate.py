@@ -70,6 +70,8 @@ class Config:
     weight_decay: float = opt(0.01, "AdamW weight decay (none on biases and norms)")
     batch_size: int = opt(512, "classification batch size (also for feature extraction)")
     probe_flip: bool = opt(True, "probe: train on mirrored images half of the time, as the reference")
+    probe_norm: bool = opt(False, "probe: standardise each feature by the training split's mean / std first (the MAE "
+                                  "paper's BatchNorm without affine); off: the reference's plain Linear")
     seg_csv: str = opt("", "segmentation CSV(s) with img_path, mask_path (and --split_column)")
     seg_name: str = opt("", "segmentation data set name in the tables (default: the CSV file name)")
     seg_epochs: int = opt(50, "segmentation decoder epochs")
@@ -300,17 +302,23 @@ def main(argv=None):
             feats = {s: features(s) for s in SPLITS}
             if classify and cfg.mode == "probe" and cfg.probe_flip:
                 feats["train_flip"] = features("train", flip=True)
+            if classify and cfg.mode == "probe" and cfg.probe_norm:
+                # Statistics of every training image (no labels needed), so all label fractions share them.
+                mu, sd = feats["train"].mean(0), feats["train"].std(0) + 1e-6
+                probe_feats = {s: (f - mu) / sd for s, f in feats.items()}
+            else:
+                probe_feats = feats
 
         for frac, rows in subsets.items():
             tag = f"{name} {frac:g} ({len(rows)} train)"
             y_train = task["train"]["y"][rows]
             if cfg.mode == "probe":
                 head, info = train_linear_probe(
-                    feats["train"][rows], y_train, feats["val"], task["val"]["y"], cfg.task_type, probe_cfg,
-                    n_classes, feats["train_flip"][rows] if "train_flip" in feats else None, rt.device,
-                    lambda line, tag=tag: log(f"probe {tag}: {line}"))
+                    probe_feats["train"][rows], y_train, probe_feats["val"], task["val"]["y"], cfg.task_type,
+                    probe_cfg, n_classes, probe_feats["train_flip"][rows] if "train_flip" in feats else None,
+                    rt.device, lambda line, tag=tag: log(f"probe {tag}: {line}"))
                 with torch.no_grad():
-                    p_val, p_test = (to_probabilities(head(feats[s].to(rt.device)), cfg.task_type)
+                    p_val, p_test = (to_probabilities(head(probe_feats[s].to(rt.device)), cfg.task_type)
                                      for s in ("val", "test"))
             else:
                 n_out = num_outputs(y_train, cfg.task_type, n_classes)

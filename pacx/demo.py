@@ -116,7 +116,10 @@ def main(argv=None):
     evaluate = ["evaluate.py", "--backbones", backbones, "--reference", "mae", "--model", cfg.model,
                 "--task_csv", str(world / "images.csv"), "--image_column", "path", "--fractions", fractions,
                 "--bootstrap", str(cfg.bootstrap), "--device", cfg.device, "--workers", str(cfg.workers),
-                "--seed", str(cfg.seed)]
+                "--seed", str(cfg.seed),
+                # A few hundred images: a smaller probe batch than the reference's 512 (else ~2 steps an epoch) and
+                # standardised features (the tiny CLS features share a large offset; see evaluate.py --probe_norm).
+                "--batch_size", "64", "--probe_norm", "true"]
     run([*evaluate, "--task_name", "fluid_overload", "--label_columns", "fluid_overload", "--task_type", "binary",
          "--seg_csv", str(world / "segmentation.csv"), "--seg_epochs", str(cfg.seg_epochs),
          "--seg_warmup_epochs", "1", "--align_features", str(out / "align_targets.npz"),
