@@ -19,8 +19,7 @@ A CSV argument is one file with a split column (train / val / test) or three com
 Writes out_dir/results.json (every number with its interval) and out_dir/results.md (paper-style tables).
 """
 import json
-import math
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -30,9 +29,10 @@ import torch
 from pacx.alignment import alignment_probe, random_pair_baseline, summarize
 from pacx.bootstrap import bootstrap, bootstrap_ci, paired_bootstrap
 from pacx.config import opt, parse_config
-from pacx.datasets import ImageCSV, SegmentationCSV, read_table
+from pacx.datasets import ImageCSV, SegmentationCSV
 from pacx.dist import init_runtime
 from pacx.errors import PacxError, exit_on_error
+from pacx.eval_io import SPLITS, jsonable, load_targets, read_splits, table
 from pacx.lowlabel import subsample_indices
 from pacx.metrics import TASKS, classification_metrics, single_class_columns, tune_threshold
 from pacx.probe import (ProbeConfig, extract_features, finetune, image_label_sample, num_outputs, predict,
@@ -42,8 +42,6 @@ from pacx.segmentation import SegConfig, evaluate_segmentation, seg_item, train_
 from pacx.vit import PRESETS, VisionTransformer
 from pacx.weights import checkpoint_vit_config, load_vit_weights
 
-SPLITS = ("train", "val", "test")
-SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
 @dataclass
@@ -134,107 +132,6 @@ def build_backbone(path: str, cfg: Config) -> VisionTransformer:
     if path:
         load_vit_weights(model, path)
     return model
-
-
-def read_splits(spec: str, split_column: str, image_column: str) -> dict[str, dict]:
-    """{split: {'csv', 'rows' (of that CSV), 'keys' (image-column values), 'offset' (first row of that CSV when the
-    CSVs are stacked train, val, test)}} for 'all.csv' (split column) or 'train.csv,val.csv,test.csv'."""
-    paths = [p.strip() for p in spec.split(",") if p.strip()]
-    if len(paths) == 3:
-        out, offset = {}, 0
-        for split, path in zip(SPLITS, paths):
-            keys = read_table(path, [image_column])[image_column].str.strip().tolist()
-            out[split] = {"csv": path, "rows": np.arange(len(keys)), "keys": keys, "offset": offset}
-            offset += len(keys)
-        return out
-    if len(paths) != 1:
-        raise PacxError(f"expected one CSV with a {split_column!r} column or three (train,val,test), got {spec!r}")
-    df = read_table(paths[0], [split_column, image_column])
-    split = df[split_column].str.strip().str.lower().map(SPLIT_NAMES)
-    if split.isna().any():
-        i = int(np.flatnonzero(split.isna().to_numpy())[0])
-        raise PacxError(f"{paths[0]}: line {i + 2}, column {split_column!r}: expected train, val or test, found "
-                        f"{df[split_column].iloc[i]!r}")
-    out = {}
-    for name in SPLITS:
-        rows = np.flatnonzero((split == name).to_numpy())
-        if not len(rows):
-            raise PacxError(f"{paths[0]}: no row has {split_column} = {name}")
-        out[name] = {"csv": paths[0], "rows": rows, "keys": df[image_column].str.strip().iloc[rows].tolist(),
-                     "offset": 0}
-    return out
-
-
-def load_targets(path: str, splits: dict) -> dict[str, dict[str, np.ndarray]]:
-    """{'ecg' / 'labs': {split: (N_split, E)}} from the --align_features file."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise PacxError(f"{path}: not a readable .npz file ({e})") from None
-    names = [k for k in ("ecg", "labs") if k in data.files]
-    if not names:
-        raise PacxError(f"{path}: expected arrays 'ecg' and/or 'labs', found {data.files}")
-    if "path" in data.files:
-        index = {str(k).strip(): i for i, k in enumerate(data["path"])}
-        missing = [k for s in splits.values() for k in s["keys"] if k not in index]
-        if missing:
-            raise PacxError(f"{path}: {len(missing)} task images have no row in 'path', first {missing[0]!r}")
-        rows = {s: np.array([index[k] for k in info["keys"]]) for s, info in splits.items()}
-    else:
-        rows = {s: info["offset"] + info["rows"] for s, info in splits.items()}
-    out = {}
-    for name in names:
-        arr = np.asarray(data[name], dtype=np.float64)
-        need = max(int(r.max()) for r in rows.values()) + 1
-        if arr.ndim != 2 or len(arr) < need:
-            raise PacxError(f"{path}: '{name}' must be (rows, features) with at least {need} rows (one per task CSV "
-                            f"row), found shape {arr.shape}")
-        if not np.isfinite(arr).all():
-            row = int(np.argwhere(~np.isfinite(arr))[0, 0])
-            raise PacxError(f"{path}: '{name}' has a non-finite value in row {row}")
-        out[name] = {s: arr[r] for s, r in rows.items()}
-    return out
-
-
-def _jsonable(obj):
-    """Intervals -> dicts, numpy -> Python, NaN -> null (strict JSON)."""
-    if is_dataclass(obj):
-        return _jsonable(asdict(obj))
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
-METRIC_NAMES = {"auroc": "AUROC", "accuracy": "accuracy", "precision": "precision", "recall": "recall",
-                "f1": "F1 @0.5", "f1_tuned": "F1 @val-tuned thr.", "dice": "Dice", "iou": "IoU", "r2": "R²",
-                "cosine": "cosine", "cosine_centered": "cosine centred", "cosine_centered_test_mean":
-                "cosine centred (test mean, ref.)"}
-
-
-def _cell(ci, signed: bool = False) -> str:
-    if ci is None or not math.isfinite(ci.median):
-        return "n/a"
-    f = "{:+.3f}" if signed else "{:.3f}"
-    return f"{f.format(ci.median)} [{f.format(ci.lo)}, {f.format(ci.hi)}]"
-
-
-def table(rows: list[tuple[list[str], dict, dict]], lead: list[str], names: list[str], ref: str) -> list[str]:
-    """Markdown rows: the `lead` columns (the last one a metric key, shown by its METRIC_NAMES name), one column per
-    backbone, one per difference vs the reference."""
-    others = [n for n in names if n != ref]
-    head = lead + names + [f"{n} − {ref}" for n in others]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for lead_cells, values, deltas in rows:
-        lead_cells = lead_cells[:-1] + [METRIC_NAMES.get(lead_cells[-1], lead_cells[-1])]
-        cells = lead_cells + [_cell(values.get(n)) for n in names] + [_cell(deltas.get(n), True) for n in others]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
 
 
 @exit_on_error
@@ -466,7 +363,7 @@ def main(argv=None):
         md += [f"Attention rollout: {len(files)} figures in rollout/ (tiles: image, " + ", ".join(names) +
                "".join(f", {n} − {ref}" for n in names if n != ref) + ").", ""]
 
-    (out / "results.json").write_text(json.dumps(_jsonable(results), indent=2))
+    (out / "results.json").write_text(json.dumps(jsonable(results), indent=2))
     (out / "results.md").write_text("\n".join(md))
     log(f"done: {out / 'results.json'}, {out / 'results.md'}")
 
