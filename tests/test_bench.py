@@ -11,9 +11,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from pacx.bench import (
-    OfficialStyleMAE, bf16_peak_tflops, mae_train_flops, main, vit_train_flops,
-)
+from pacx.bench import bf16_peak_tflops, main
+from pacx.bench_models import OfficialStyleMAE, mae_train_flops, vit_train_flops
 from pacx.mae import MaskedAutoencoder, mae_tiny
 from pacx.vit import VisionTransformer, vit_tiny
 
