@@ -35,7 +35,8 @@ Files written by `write_world(out_dir, ...)` (paths inside CSVs are relative to 
   labs.csv                                  hadm_id + one column per itemid ("50802", ...), empty = missing
   ecg/{hadm_id}.hea/.dat, triplets.csv      WFDB, fmt 16, 1000 adu/mV, 500 Hz, 12 named leads (formats "wfdb");
                                             columns hadm_id, split, cxr_path, ecg_path (record path, no suffix)
-  data_npy/{train,val,val_retrieval,test}/  the Symile-MIMIC tensors, see `_write_npy`
+  data_npy/{train,val,val_retrieval,test}/  the Symile-MIMIC tensors, see `_write_npy` (the two retrieval splits
+                                            only with format "retrieval")
   world.json                                seed, sizes, names, and per sample hadm_id, split, state, labels
 
 Notation: N = patients, S = image side, L = 50 labs.
@@ -55,8 +56,9 @@ from .synthetic_ecg import FS, LEAD_NAMES, synthesize_ecg
 from .synthetic_labs import sample_labs
 
 LABEL_NAMES = ("fluid_overload", "cardiomegaly", "effusion", "congestion", "hyperkalemia", "renal_failure")
-FORMATS = ("images", "segmentation", "labs", "npy", "wfdb")
-DEFAULT_FORMATS = ("images", "segmentation", "labs", "npy")  # WFDB is opt-in: slowest to write
+FORMATS = ("images", "segmentation", "labs", "npy", "retrieval", "wfdb")
+# WFDB is opt-in (slowest to write); "retrieval" adds the Symile val_retrieval / test splits (10 rows a patient).
+DEFAULT_FORMATS = ("images", "segmentation", "labs", "npy", "retrieval")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RETRIEVAL_NEGATIVES = 9  # Symile-MIMIC: each query has 10 candidates, itself and 9 others from its split
@@ -197,7 +199,7 @@ def _ecg_minmax(world: World, rows: np.ndarray) -> np.ndarray:
     return (2.0 * (sig - lo) / (hi - lo) - 1.0)[:, None]  # (B, 1, 5000, 12), one min/max per record
 
 
-def _write_npy(root: Path, world: World, split_rows: dict[str, np.ndarray]) -> None:
+def _write_npy(root: Path, world: World, split_rows: dict[str, np.ndarray], retrieval: bool = True) -> None:
     """The Symile-MIMIC tensors (rajesh-lab/symile `process_and_save_tensors.py`) under root/{split}/.
 
     cxr_{s}.npy (N, 3, S, S) float32 ImageNet-normalised (S = image_size, not 320: the images are already square);
@@ -214,7 +216,7 @@ def _write_npy(root: Path, world: World, split_rows: dict[str, np.ndarray]) -> N
     percentiles = LabPercentiles().fit(labs[split_rows["train"]])
     rng = np.random.default_rng([world.seed, 3])
     plans = {"train": (split_rows["train"], None, None), "val": (split_rows["val"], None, None)}
-    for name, source in (("val_retrieval", "val"), ("test", "test")):
+    for name, source in (("val_retrieval", "val"), ("test", "test")) if retrieval else ():
         base = split_rows[source]
         rows, query, label = retrieval_rows(len(base), rng) if len(base) else (base, base, base)
         plans[name] = (base[rows], base[query], label)
@@ -282,7 +284,7 @@ def write_world(out_dir, n_train: int, n_val: int, n_test: int, seed: int = 0, i
         pd.DataFrame({"hadm_id": world.hadm_id, "split": split, "cxr_path": [f"images/{h}.png" for h in ids],
                       "ecg_path": [f"ecg/{h}" for h in ids]}).to_csv(out / "triplets.csv", index=False)
     if "npy" in formats:
-        _write_npy(out / "data_npy", world, split_rows)
+        _write_npy(out / "data_npy", world, split_rows, retrieval="retrieval" in formats)
 
     samples = {"hadm_id": world.hadm_id.tolist(), "split": split.tolist()}
     samples |= {f.name: np.round(getattr(world.physiology, f.name), 6).tolist() for f in fields(Physiology)}

@@ -20,7 +20,7 @@ from pacx.synthetic import IMAGENET_MEAN, IMAGENET_STD, LABEL_NAMES, make_world,
 from pacx.synthetic_cxr import render_cxr, sample_nuisance
 from pacx.synthetic_ecg import FS, LEAD_NAMES
 
-ALL_FORMATS = ("images", "segmentation", "labs", "npy", "wfdb")
+ALL_FORMATS = ("images", "segmentation", "labs", "npy", "retrieval", "wfdb")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pacx.synthetic import LABEL_NAMES, write_world
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
-    write_world(root, 10, 4, 4, seed=1, image_size=32, formats=("images", "segmentation", "labs", "npy", "wfdb"))
+    write_world(root, 10, 4, 4, seed=1, image_size=32, formats=("images", "segmentation", "labs", "npy", "retrieval", "wfdb"))
     return root
 
 
