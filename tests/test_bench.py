@@ -1,4 +1,4 @@
-"""Tests for pacx/bench.py: the analytic FLOP counts against torch's FlopCounterMode, the official-style MAE baseline
+"""Tests for benchmarks/bench.py: the analytic FLOP counts against torch's FlopCounterMode, the official-style MAE baseline
 against pacx's MAE (same weights -> same loss, prediction and gradients), the GPU peak table, that importing the
 module does not import timm, and a `--quick` run printing every ratio line and writing finite positive results."""
 import json
@@ -11,8 +11,9 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from pacx.bench import bf16_peak_tflops, main
-from pacx.bench_models import OfficialStyleMAE, mae_train_flops, vit_train_flops
+from benchmarks.bench import bf16_peak_tflops, main
+from benchmarks.official_mae import OfficialStyleMAE
+from pacx.flops import mae_train_flops, vit_train_flops
 from pacx.mae import MaskedAutoencoder, mae_tiny
 from pacx.vit import VisionTransformer, vit_tiny
 
@@ -83,7 +84,7 @@ def test_bf16_peaks_by_device_name():
 
 
 def test_import_does_not_import_timm():
-    code = "import sys, pacx.bench, pacx.cache; assert 'timm' not in sys.modules, 'timm imported'"
+    code = "import sys, benchmarks.bench, pacx.cache; assert 'timm' not in sys.modules, 'timm imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -1,7 +1,6 @@
-"""What `pacx.bench` measures against: analytic FLOP counts of the ViT / MAE training steps and the official-style
-MAE baseline (facebookresearch/mae `models_mae.py` rebuilt from timm's `PatchEmbed` and `Block`).
-
-timm is a test / benchmark dependency only: it is imported inside the functions that need it.
+"""The official-style MAE baseline of the benchmark: facebookresearch/mae `models_mae.py` rebuilt from timm's
+`PatchEmbed` and `Block`, as the official code builds it. timm is a test / benchmark dependency: the library
+(`pacx/`) never imports it, this folder does, lazily.
 
 Notation: B = batch, N = tokens, L = patches, K = kept patches, D = width, Dd = decoder width, P = patch side.
 """
@@ -10,48 +9,15 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from .errors import PacxError
-from .mae import MAEConfig, patchify
-from .vit import ViTConfig
+from pacx.errors import PacxError
+from pacx.mae import MAEConfig, patchify
 
-
-def blocks_forward_flops(tokens: int, dim: int, depth: int, mlp_ratio: float) -> float:
-    """One image through `depth` pre-norm blocks: per token qkv 3D^2 + proj D^2 + MLP 2*r*D^2 multiply-adds, and
-    attention scores QK^T plus the weighted sum AV, N^2 * D each."""
-    hidden = int(dim * mlp_ratio)
-    per_token = 2 * (3 * dim * dim + dim * dim + 2 * dim * hidden)
-    return depth * (tokens * per_token + 2 * 2 * tokens * tokens * dim)
-
-
-def _patch_embed_flops(cfg: ViTConfig) -> float:
-    return 2 * cfg.num_patches * cfg.in_chans * cfg.patch_size**2 * cfg.embed_dim
-
-
-def vit_train_flops(cfg: ViTConfig, batch: int) -> float:
-    """Forward + backward of the whole ViT on `batch` images. A matmul's backward costs twice its forward (the
-    input's and the weight's gradients), except the patch embedding's: the images need no gradient."""
-    blocks = blocks_forward_flops(1 + cfg.num_registers + cfg.num_patches, cfg.embed_dim, cfg.depth, cfg.mlp_ratio)
-    return batch * (3 * blocks + 2 * _patch_embed_flops(cfg))
-
-
-def mae_train_flops(cfg: MAEConfig, batch: int, mask_ratio: float) -> float:
-    """Forward + backward of the MAE: the encoder sees 1 + R + K tokens, the decoder 1 + L (DESIGN.md "Stage 1a")."""
-    enc, Dd = cfg.encoder, cfg.decoder_embed_dim
-    L = enc.num_patches
-    K = int(L * (1 - mask_ratio))
-    encoder = blocks_forward_flops(1 + enc.num_registers + K, enc.embed_dim, enc.depth, enc.mlp_ratio)
-    decoder = blocks_forward_flops(1 + L, Dd, cfg.decoder_depth, enc.mlp_ratio)
-    linears = 2 * (1 + K) * enc.embed_dim * Dd + 2 * (1 + L) * Dd * enc.patch_size**2 * enc.in_chans
-    return batch * (3 * (encoder + decoder + linears) + 2 * _patch_embed_flops(enc))
-
-
-# ---- the official-style MAE baseline ----
 
 def _timm_vit():
     try:
         from timm.models import vision_transformer
     except ImportError as e:
-        raise PacxError("pacx.bench compares against timm, which is not installed: pip install timm "
+        raise PacxError("the benchmark compares against timm, which is not installed: pip install timm "
                         "(it is in requirements-test.txt; pacx itself never needs it)") from e
     return vision_transformer
 

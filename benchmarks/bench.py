@@ -1,8 +1,8 @@
 """Speed benchmarks of pacx, each printed as a ratio against a reference measured in the same run.
 
-    python -m pacx.bench                       # ViT-B, batch 4 on CPU / 128 on CUDA
-    python -m pacx.bench --device cuda --batch 256 --steps 30 --out bench.json
-    python -m pacx.bench --quick               # tiny models, a few seconds on CPU (CI)
+    python -m benchmarks.bench                       # ViT-B, batch 4 on CPU / 128 on CUDA
+    python -m benchmarks.bench --device cuda --batch 256 --steps 30 --out bench.json
+    python -m benchmarks.bench --quick               # tiny models, a few seconds on CPU (CI)
 
 What is compared (DESIGN.md "Stage 1a" and "Stage 2" models, at their reference settings):
 1. ViT forward + backward: `pacx.vit.VisionTransformer(vit_base())` vs timm `vit_base_patch16_224` with the same
@@ -40,18 +40,19 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from .bench_models import OfficialStyleMAE, _timm_vit, mae_train_flops, vit_train_flops
-from .cache import CachedImages, build_cache
-from .config import opt, parse_config
-from .datasets import ImageFolderList
-from .dist import init_runtime
-from .errors import PacxError, exit_on_error
-from .heads import HeadsConfig
-from .mae import MAEConfig, MaskedAutoencoder, mae_base, mae_tiny
-from .optim import make_adamw, param_groups
-from .pacx_model import PaCX, PaCXConfig
-from .transforms import mae_train
-from .vit import ViTConfig, VisionTransformer
+from benchmarks.official_mae import OfficialStyleMAE, _timm_vit
+from pacx.cache import CachedImages, build_cache
+from pacx.config import opt, parse_config
+from pacx.datasets import ImageFolderList
+from pacx.dist import init_runtime
+from pacx.errors import PacxError, exit_on_error
+from pacx.flops import mae_train_flops, vit_train_flops
+from pacx.heads import HeadsConfig
+from pacx.mae import MAEConfig, MaskedAutoencoder, mae_base, mae_tiny
+from pacx.optim import make_adamw, param_groups
+from pacx.pacx_model import PaCX, PaCXConfig
+from pacx.transforms import mae_train
+from pacx.vit import ViTConfig, VisionTransformer
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from NVIDIA's data sheets, matched as substrings of
 # torch.cuda.get_device_name() in this order (more specific names first).
@@ -263,7 +264,7 @@ def run_all(cfg: Config, rt, log: Callable[[str], None] = print) -> dict:
     mae_cfg = mae_tiny() if cfg.quick else mae_base()
     vit_cfg = mae_cfg.encoder
     device_name = torch.cuda.get_device_name(rt.device) if cuda else f"CPU ({torch.get_num_threads()} torch threads)"
-    log(f"pacx.bench on {device_name}: {'tiny models (--quick)' if cfg.quick else 'ViT-B/16'}, batch {batch}, "
+    log(f"benchmarks.bench on {device_name}: {'tiny models (--quick)' if cfg.quick else 'ViT-B/16'}, batch {batch}, "
         f"median of {steps} steps after {warmup} warmup, {'bf16 autocast' if cuda else 'fp32'}")
 
     r = bench_vit(vit_cfg, batch, run, rt)

@@ -1,0 +1,1 @@
+"""Benchmarks of pacx against its references (timm, the official MAE code): `python -m benchmarks.bench`."""
