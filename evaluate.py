@@ -189,7 +189,7 @@ def main(argv=None):
                                "parameters": sum(p.numel() for p in backbone.parameters())}
         log(f"== {name}: {path or 'random init'} ({backbone_info[name]['parameters']:,} parameters, {size} px)")
 
-        def features(split, flip=False):
+        def features(split, flip=False, backbone=backbone):  # bound now: the loop deletes `backbone` later
             fn = partial(image_label_sample, size=size, flip=flip)
             return extract_features(backbone, loader(task, split, fn, cfg.batch_size), rt.device, rt.autocast, log,
                                     f"{name} {split}{' mirrored' if flip else ''} features")
