@@ -1,15 +1,13 @@
 """train_distill.py end to end on a tiny synthetic world: 1 vs 2 processes, kill-and-resume, target cache, export."""
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, kill_after_checkpoint
 from pacx.checkpoint import LAST, load
 from pacx.synthetic import write_world
 from pacx.vit import ViTConfig, VisionTransformer
@@ -83,13 +81,7 @@ def test_killed_and_resumed_run_is_bit_identical(ready, tmp_path):
     out = tmp_path / "killed"
     kill_after = int(np.random.default_rng().integers(2, 11))  # any of the 12 steps, epoch boundaries included
     proc = run(args, ready, out, popen=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if (out / LAST).exists() and load(out / LAST)["step"] >= kill_after:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint(proc, out / LAST, kill_after)
     assert load(out / LAST)["step"] < 12
     resumed = run([*args, "--resume", "true"], ready, out)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

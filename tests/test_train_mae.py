@@ -1,17 +1,15 @@
 """train_mae.py end to end on CPU: learning on real X-rays, 1 vs 2 processes, kill-and-resume, bad input, --help."""
 import dataclasses
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, SAMPLES
+from conftest import ROOT, kill_after_checkpoint, SAMPLES
 from pacx.checkpoint import LAST, load
 from pacx.images import read_rgb_tensor
 from pacx.mae import MaskedAutoencoder, mae_tiny
@@ -100,13 +98,7 @@ def test_killed_and_resumed_run_is_bit_identical(image_dir, tmp_path):
     kill_after = int(np.random.default_rng().integers(2, 9))  # a random step of the 12
     proc = subprocess.Popen([sys.executable, SCRIPT, *common, "--out_dir", str(out)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if (out / LAST).exists() and load(out / LAST)["step"] >= kill_after:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint(proc, out / LAST, kill_after)
     killed_at = load(out / LAST)["step"]
     assert killed_at < 12, "the run finished before it could be killed"
     refused = run([*common, "--out_dir", str(out)])  # a folder holding a run is not silently reused
