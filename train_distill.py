@@ -27,7 +27,7 @@ from pacx.dist import all_reduce_mean, init_runtime, shutdown, wrap_for_training
 from pacx.errors import DataError, PacxError, exit_on_error
 from pacx.heads import HeadsConfig, retrieval_metrics
 from pacx.loader import GlobalBatchSampler, SeededView, check_batch, make_loader
-from pacx.optim import lr_factor, make_adamw, param_groups, set_lr
+from pacx.optim import finish_step, lr_factor, make_adamw, param_groups, set_lr
 from pacx.pacx_model import PaCX, PaCXConfig, export_checkpoint
 from pacx.runlog import LossMeter, Progress, open_run
 from pacx.images import read_rgb_tensor
@@ -80,6 +80,8 @@ class Config:
     lr_floor: float = opt(0.01, "cosine schedule floor (fraction of lr)")
     per_step_lr: bool = opt(False, "step the schedule every step (reference: per epoch)")
     grad_clip: float = opt(1.0, "gradient-norm clip")
+    skip_nonfinite: bool = opt(False, "skip a step with a NaN/Inf loss or gradient (counted in the log) instead of "
+                                      "stopping; costs one host sync per step")
     workers: int = opt(4, "data-loading processes per process")
     device: str = opt("auto", "auto | cpu | cuda")
     amp: bool = opt(True, "bf16 autocast on CUDA")
@@ -205,7 +207,9 @@ def main(argv=None):
     model.to(rt.device)
     optimizer = make_adamw(param_groups(model, cfg.weight_decay, decay_all=cfg.decay_all), cfg.lr,
                            (0.9, 0.999), rt.device)
-    step, log = open_run(out, rt, resume_from, model, optimizer, {"script": asdict(cfg), "model": model.config_dict()})
+    counters = {"skipped": 0}  # steps skipped under --skip_nonfinite
+    step, log = open_run(out, rt, resume_from, model, optimizer, {"script": asdict(cfg), "model": model.config_dict()},
+                         counters)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     rt.print0(f"stage 2: {trainable:,} trainable parameters ({model.trainable_encoder_params:,} in the encoder), "
               f"{len(train_set)} samples, {steps_per_epoch} steps/epoch, {total_steps} steps, "
@@ -214,10 +218,10 @@ def main(argv=None):
     train_model = wrap_for_training(model, rt, cfg.compile)
 
     def save():
-        meter.check_finite(step, out / ckpt.LAST)
+        meter.check_finite(step, out / ckpt.LAST, model.parameters())
         if rt.is_main:
             ckpt.save_training_state(out / ckpt.LAST, model, optimizer, step, steps_per_epoch,
-                                     config=model.config_dict(), script_config=asdict(cfg))
+                                     config=model.config_dict(), script_config=asdict(cfg), counters=counters)
             ckpt.save_atomic(export_checkpoint(model), out / "encoder.pt")
 
     progress = Progress(total_steps, start_step=step)
@@ -237,16 +241,19 @@ def main(argv=None):
                 loss, parts, _ = train_model(cxr, ecg, labs)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
             step += 1
-            meter.add(parts)
+            if finish_step(model.parameters(), optimizer, loss, cfg.grad_clip, cfg.skip_nonfinite):
+                meter.add(parts)
+            else:
+                counters["skipped"] += 1
+                rt.print0(f"step {step}: non-finite loss or gradient, step skipped ({counters['skipped']} so far)")
             progress.update(len(cxr) * rt.world_size)
             if step % cfg.log_every == 0 or step == total_steps:
                 meter.check_finite(step, out / ckpt.LAST)
                 means, lr = meter.means(all_reduce_mean), optimizer.param_groups[0]["lr"]
-                rt.print0(progress.line(step, epoch=epoch, loss=means["total"], lr=lr))
-                log.write(step=step, epoch=epoch, **means, lr=lr, img_per_s=progress.images_per_second())
+                rt.print0(progress.line(step, epoch=epoch, loss=means.get("total", float("nan")), lr=lr))
+                log.write(step=step, epoch=epoch, **means, lr=lr, img_per_s=progress.images_per_second(),
+                          **(counters if cfg.skip_nonfinite else {}))
             if cfg.ckpt_every and step % cfg.ckpt_every == 0:
                 save()
             if step >= total_steps:

@@ -18,12 +18,12 @@ import torch
 
 from pacx import checkpoint as ckpt
 from pacx.config import opt, parse_config
-from pacx.dist import all_reduce_mean, init_runtime, shutdown, wrap_for_training
+from pacx.dist import all_reduce_mean, init_runtime, micro_batches, shutdown, sync_gradients, wrap_for_training
 from pacx.errors import PacxError, exit_on_error
 from pacx.labs_dae import LabDAE, LabDAEConfig
 from pacx.loader import GlobalBatchSampler, SeededView, check_batch, make_loader
 from pacx.mae import MAE_PRESETS, MaskedAutoencoder
-from pacx.optim import lr_factor, make_adamw, param_groups, set_lr
+from pacx.optim import finish_step, lr_factor, make_adamw, param_groups, set_lr
 from pacx.runlog import LossMeter, Progress, open_run
 from pacx.stage1_data import image_dataset, lab_arrays
 from pacx.transforms import mae_train
@@ -54,6 +54,10 @@ class Config:
     per_step_lr: bool | None = opt(None, "step the schedule every step (cxr default: per epoch, a reference "
                                          "quirk; labs: per step)")
     grad_clip: float = opt(0.0, "clip the gradient norm (0: off, as the reference)")
+    accum_steps: int = opt(1, "cxr: split each process's batch into this many micro-batches whose gradients add up "
+                              "before one optimizer step (same result, less memory; DDP syncs only on the last)")
+    skip_nonfinite: bool = opt(False, "skip a step with a NaN/Inf loss or gradient (counted in the log) instead of "
+                                      "stopping; costs one host sync per step")
     workers: int = opt(4, "data-loading processes per GPU/process")
     device: str = opt("auto", "auto | cpu | cuda")
     amp: bool = opt(True, "bf16 autocast on CUDA (ignored on CPU)")
@@ -81,6 +85,9 @@ def resolve(cfg: Config) -> Config:
             setattr(cfg, key, value)
     if not cfg.data:
         raise PacxError("--data is required (a folder of images, an image CSV, or labs data; see --help)")
+    if cfg.accum_steps < 1 or (cfg.accum_steps > 1 and cfg.modality != "cxr"):
+        raise PacxError(f"--accum_steps: expected 1, or >= 1 with --modality cxr (the lab DAE's loss is a mean over "
+                        f"the batch's dropped entries, not over samples), got {cfg.accum_steps}")
     return cfg
 
 
@@ -139,7 +146,9 @@ def main(argv=None):
     betas = (0.9, 0.95) if cfg.modality == "cxr" else (0.9, 0.999)
     optimizer = make_adamw(groups, cfg.lr, betas, rt.device)
 
-    step, log = open_run(out, rt, resume_from, model, optimizer, {"script": asdict(cfg), "model": model_config})
+    counters = {"skipped": 0}  # steps skipped under --skip_nonfinite
+    step, log = open_run(out, rt, resume_from, model, optimizer, {"script": asdict(cfg), "model": model_config},
+                         counters)
     rt.print0(f"{cfg.modality} stage 1: {sum(p.numel() for p in model.parameters()):,} parameters, "
               f"{len(dataset)} samples, {steps_per_epoch} steps/epoch, {total_steps} steps, "
               f"{rt.world_size} process(es) on {rt.device}")
@@ -147,10 +156,10 @@ def main(argv=None):
     train_model = wrap_for_training(model, rt, cfg.compile)
 
     def save():
-        meter.check_finite(step, out / ckpt.LAST)
+        meter.check_finite(step, out / ckpt.LAST, model.parameters())
         if rt.is_main:
             ckpt.save_training_state(out / ckpt.LAST, model, optimizer, step, steps_per_epoch,
-                                     config=model_config, script_config=asdict(cfg))
+                                     config=model_config, script_config=asdict(cfg), counters=counters)
 
     warmup = cfg.warmup_steps / steps_per_epoch if cfg.warmup_steps else cfg.warmup_epochs
     progress = Progress(total_steps, start_step=step)
@@ -166,24 +175,31 @@ def main(argv=None):
             if cfg.per_step_lr:
                 set_lr(optimizer, cfg.lr * lr_factor(step / steps_per_epoch, warmup, cfg.epochs, per_step=True))
             batch = [t.to(rt.device, non_blocking=True) for t in batch]
-            with rt.autocast():
-                if cfg.modality == "cxr":
-                    loss = train_model(batch[0], cfg.mask_ratio, noise=batch[1])[0]
-                else:
-                    loss = train_model(batch[0], batch[1], noise=batch[2])[0]
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            parts = micro_batches(batch, cfg.accum_steps)
+            loss = 0.0
+            for i, (micro, weight) in enumerate(parts):
+                with sync_gradients(train_model, sync=i == len(parts) - 1):
+                    with rt.autocast():
+                        if cfg.modality == "cxr":  # the same number of removed patches per image: sample weights
+                            part_loss = train_model(micro[0], cfg.mask_ratio, noise=micro[1])[0] * weight
+                        else:
+                            part_loss = train_model(micro[0], micro[1], noise=micro[2])[0] * weight
+                    part_loss.backward()
+                loss = loss + part_loss.detach()
             step += 1
-            meter.add({"loss": loss})
+            if finish_step(model.parameters(), optimizer, loss, cfg.grad_clip, cfg.skip_nonfinite):
+                meter.add({"loss": loss})
+            else:
+                counters["skipped"] += 1
+                rt.print0(f"step {step}: non-finite loss or gradient, step skipped ({counters['skipped']} so far)")
             progress.update(len(batch[0]) * rt.world_size)
             if step % cfg.log_every == 0 or step == total_steps:
                 meter.check_finite(step, out / ckpt.LAST)
                 means, lr = meter.means(all_reduce_mean), optimizer.param_groups[0]["lr"]
                 rt.print0(progress.line(step, epoch=epoch, **means, lr=lr))
-                log.write(step=step, epoch=epoch, **means, lr=lr, img_per_s=progress.images_per_second())
+                log.write(step=step, epoch=epoch, **means, lr=lr, img_per_s=progress.images_per_second(),
+                          **(counters if cfg.skip_nonfinite else {}))
             if cfg.ckpt_every and step % cfg.ckpt_every == 0:
                 save()
             if step >= total_steps:

@@ -96,10 +96,13 @@ def save_training_state(path, model: torch.nn.Module, optimizer, step: int, step
                  "epoch": step // steps_per_epoch, "rng": rng_state(), **extra}, path)
 
 
-def restore_training_state(path, model: torch.nn.Module, optimizer) -> int:
-    """Load what `save_training_state` wrote into `model` and `optimizer`, restore the RNGs, return the step."""
+def restore_training_state(path, model: torch.nn.Module, optimizer, counters: dict | None = None) -> int:
+    """Load what `save_training_state` wrote into `model` and `optimizer`, restore the RNGs and (into `counters`)
+    the run's saved counters, return the step."""
     state = load(path)
     unwrap(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
+    if counters is not None:
+        counters.update(state.get("counters", {}))
     return state["step"]

@@ -93,3 +93,20 @@ def wrap_for_training(model: torch.nn.Module, rt: Runtime, compile: bool = False
 
         model = DDP(model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
     return torch.compile(model) if compile else model
+
+
+def micro_batches(tensors: list[torch.Tensor], n: int) -> list[tuple[list[torch.Tensor], float]]:
+    """Split a batch into `n` micro-batches for gradient accumulation: [(tensors, weight)], the weights being each
+    micro-batch's share of the samples, so that the weighted sum of per-micro-batch mean losses is the batch mean."""
+    size = len(tensors[0])
+    chunks = list(zip(*(t.tensor_split(n) for t in tensors)))
+    return [(list(c), len(c[0]) / size) for c in chunks if len(c[0])]
+
+
+def sync_gradients(model: torch.nn.Module, sync: bool):
+    """Context for one backward pass: DDP all-reduces gradients only when `sync` (the last micro-batch of a step),
+    the others accumulate locally (`DistributedDataParallel.no_sync`). A no-op outside DDP."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    inner = getattr(model, "_orig_mod", model)  # under torch.compile
+    return inner.no_sync() if isinstance(inner, DDP) and not sync else contextlib.nullcontext()

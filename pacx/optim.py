@@ -9,6 +9,8 @@ import math
 
 import torch
 
+from .dist import all_reduce_mean
+
 
 def param_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
     """Trainable parameters split into decay / no-decay groups (biases and 1-D tensors get no decay)."""
@@ -46,3 +48,24 @@ def lr_factor(t: float, warmup: float, total: float, floor: float = 0.0, per_ste
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def finish_step(params, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float = 0.0,
+                skip_nonfinite: bool = False) -> bool:
+    """After `backward()`: clip the gradient norm (when `grad_clip` > 0) and step the optimizer.
+
+    With `skip_nonfinite` a step whose loss (on any rank) or gradient norm is NaN/Inf is skipped instead: gradients
+    dropped, optimizer untouched. That costs one host synchronisation per step, so it is a flag; without it the
+    loss meter's check at each log line and checkpoint stops the run instead. Returns whether the step was taken.
+    """
+    params = [p for p in params if p.grad is not None]
+    if skip_nonfinite:
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
+        bad = (~torch.isfinite(loss.detach().float()) | ~torch.isfinite(norm)).float()
+        if all_reduce_mean(bad).item() > 0:  # every rank sees the same verdict: they skip together
+            optimizer.zero_grad(set_to_none=True)
+            return False
+    elif grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return True

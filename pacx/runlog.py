@@ -85,12 +85,18 @@ class LossMeter:
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
         self.count += 1
 
-    def check_finite(self, step: int, last_good) -> None:
-        """Stop the run on a NaN/Inf loss since the last `means()` (it stays visible in the sums); one host sync.
-        Called before every log line and checkpoint, so a non-finite state is never saved."""
-        if not all(bool(torch.isfinite(v)) for v in self.sums.values()):
+    def check_finite(self, step: int, last_good, params=()) -> None:
+        """Stop the run on a NaN/Inf loss since the last `means()` (it stays visible in the sums) or, when given, a
+        non-finite parameter (a NaN gradient under a finite loss); one host sync. Called before every log line and
+        checkpoint (with the parameters), so a non-finite state is never saved."""
+        flags = [torch.isfinite(v).all() for v in self.sums.values()]
+        if flags and not bool(torch.stack(flags).all()):
             raise PacxError(f"non-finite loss in the steps before step {step}; stopped, the last good state is "
                             f"{last_good}")
+        params = [p.detach() for p in params]
+        if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            raise PacxError(f"non-finite weights at step {step} (a NaN/Inf gradient); stopped, the last good state "
+                            f"is {last_good}")
 
     def means(self, reduce=lambda t: t) -> dict:
         """Mean of each term since the last call (`reduce`: e.g. the mean over ranks), then reset."""
@@ -99,14 +105,16 @@ class LossMeter:
         return out
 
 
-def open_run(out: Path, rt, resume_from: Path | None, model, optimizer, config: dict) -> tuple[int, JsonlLog]:
-    """Start or resume a training run in `out`: restore the state of `resume_from` (model, optimizer, RNGs), cut the
-    metrics log back to its step and write config.json. Returns (step, log)."""
+def open_run(out: Path, rt, resume_from: Path | None, model, optimizer, config: dict,
+             counters: dict | None = None) -> tuple[int, JsonlLog]:
+    """Start or resume a training run in `out`: restore the state of `resume_from` (model, optimizer, RNGs and the
+    run's `counters`, updated in place), cut the metrics log back to its step and write config.json.
+    Returns (step, log)."""
     from .checkpoint import restore_training_state
 
     step = 0
     if resume_from is not None:
-        step = restore_training_state(resume_from, model, optimizer)
+        step = restore_training_state(resume_from, model, optimizer, counters)
         rt.print0(f"resumed {resume_from} at step {step}")
     log = JsonlLog(out / "metrics.jsonl", rt.is_main, resume_step=step if resume_from else None)
     if rt.is_main:
