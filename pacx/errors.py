@@ -16,14 +16,43 @@ class DataError(PacxError, ValueError):
 
 
 def exit_on_error(main):
-    """Decorate a script's `main`: a PacxError becomes `error: <message>` on stderr and exit status 2."""
+    """Decorate a script's `main`: a PacxError becomes `error: <message>` on stderr and exit status 2. Under
+    torchrun, a rank that loses its peers because another rank stopped (on a bad file, say) prints one line
+    pointing at that rank's error instead of a collective's traceback, and exits with status 1."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
         except PacxError as e:
-            print(f"error: {e}", file=sys.stderr, flush=True)
+            rank = _distributed_rank()
+            print(f"error: {'' if rank is None else f'rank {rank}: '}{e}", file=sys.stderr, flush=True)
             sys.exit(2)
+        except RuntimeError as e:
+            rank = _peer_failure_rank(e)
+            if rank is None:
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"error: rank {rank} stopped because another process stopped (its error is above): {first}",
+                  file=sys.stderr, flush=True)
+            sys.exit(1)
 
     return wrapper
+
+
+def _distributed_rank() -> int | None:
+    """This process's rank in a process group of several, else None (torch is not imported for this)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized() or dist.get_world_size() < 2:
+        return None
+    return dist.get_rank()
+
+
+def _peer_failure_rank(e: RuntimeError) -> int | None:
+    """This process's rank when `e` is a collective failing because a peer process went away, else None."""
+    rank = _distributed_rank()
+    if rank is None:
+        return None
+    dist, text = sys.modules["torch.distributed"], str(e)
+    lost = isinstance(e, dist.DistError) or any(s in text for s in ("by peer", "Broken pipe", "remote worker"))
+    return rank if lost else None

@@ -219,3 +219,33 @@ def test_accumulation_is_refused_for_the_lab_dae(tmp_path):
     res = run(["--modality", "labs", "--data", str(write_symile_labs(tmp_path)), "--accum_steps", "2",
                "--out_dir", str(tmp_path / "o")])
     assert res.returncode == 2 and "--accum_steps" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("seed, workers", [(0, 0), (8, 1)])
+def test_bad_image_on_one_rank_ends_every_rank(tmp_path, seed, workers):
+    """A corrupt file read by one torchrun rank: that rank names it, the other says it stopped because of a peer,
+    the run exits non-zero promptly (no deadlock in a collective) and no rank prints a traceback."""
+    from pacx.loader import GlobalBatchSampler
+
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "5.png").write_bytes(b"not a png")
+    ranks = []
+    for rank in range(2):
+        sampler = GlobalBatchSampler(8, 4, rank, 2, seed)
+        sampler.set_epoch(0)
+        ranks += [rank] * (5 in [i for i, _ in sampler])
+    bad_rank, = ranks
+    res = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={29530 + seed}",
+         SCRIPT, "--data", str(tmp_path), "--model", "tiny", "--img_size", "32", "--workers", str(workers),
+         "--batch_size", "4", "--epochs", "2", "--seed", str(seed), "--out_dir", str(tmp_path / "run")],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert res.returncode != 0
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert errors[0].startswith(f"error: rank {bad_rank}: {tmp_path / '5.png'}: not a readable image"), errors
+    # The other rank's line, unless torchrun's SIGTERM (sent once a worker fails) beat its peer-loss detection.
+    assert all(e.startswith(f"error: rank {1 - bad_rank} stopped because another process stopped")
+               for e in errors[1:]), errors
+    assert "[rank0]: Traceback" not in res.stderr and "[rank1]: Traceback" not in res.stderr
