@@ -103,3 +103,17 @@ def test_quick_run_prints_every_ratio_and_writes_json(tmp_path, capsys):
     # the contenders compute the same function: the speed ratios compare like with like
     assert report["checks"]["vit_max_abs_diff"] < 1e-4
     assert report["checks"]["mae_loss_abs_diff"] < 1e-5
+
+
+def test_fast_paths_quick_run_measures_every_cpu_path(tmp_path, capsys):
+    from benchmarks import fast_paths
+
+    fast_paths.main(["--quick", "--device", "cpu", "--steps", "1", "--out", str(tmp_path / "f.json")])
+    out = capsys.readouterr().out
+    results = json.loads((tmp_path / "f.json").read_text())["results"]
+    cpu_paths = {"attention", "fused_adamw", "one_channel_augmentation", "accumulation"}
+    assert set(results) == cpu_paths
+    for name, r in results.items():
+        assert r["on_s"] > 0 and r["off_s"] > 0 and math.isclose(r["speedup"], r["off_s"] / r["on_s"]), name
+        assert fast_paths.ROWS[name] in out
+    assert out.count("skipped (CUDA only)") == 3 and "skipped (needs --compile)" in out
