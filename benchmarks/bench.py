@@ -310,9 +310,10 @@ def run_all(cfg: Config, rt, log: Callable[[str], None] = print) -> dict:
             "config": asdict(cfg), "results": r, "checks": checks}
 
 
-@exit_on_error
-def main(argv=None):
-    cfg = parse_config(Config, argv, __doc__)
+def run_benchmark(config_cls, run_all: Callable, argv=None, doc: str = "") -> None:
+    """The command line of a benchmark module: parse `config_cls`, set up the device and threads, `run_all(cfg, rt)`,
+    write the report as JSON when `--out` is given (both benchmarks.bench and benchmarks.fast_paths)."""
+    cfg = parse_config(config_cls, argv, doc)
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise PacxError(f"--device: expected auto, cpu or cuda, got {cfg.device!r}")
     if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -329,6 +330,11 @@ def main(argv=None):
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.out).write_text(json.dumps(report, indent=2))
         print(f"results written to {cfg.out}")
+
+
+@exit_on_error
+def main(argv=None):
+    run_benchmark(Config, run_all, argv, __doc__)
 
 
 if __name__ == "__main__":

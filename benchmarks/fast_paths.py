@@ -32,10 +32,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from benchmarks.bench import _free, _train_step, median_step_seconds
-from pacx.config import opt, parse_config
-from pacx.dist import init_runtime, micro_batches, sync_gradients
-from pacx.errors import PacxError, exit_on_error
+from benchmarks.bench import _free, _train_step, median_step_seconds, run_benchmark
+from pacx.config import opt
+from pacx.dist import micro_batches, sync_gradients
+from pacx.errors import exit_on_error
 from pacx.mae import MaskedAutoencoder, mae_base, mae_tiny
 from pacx.optim import make_adamw, param_groups
 from pacx.transforms import mae_train
@@ -225,23 +225,7 @@ def run_all(cfg: Config, rt, log=print) -> dict:
 
 @exit_on_error
 def main(argv=None):
-    cfg = parse_config(Config, argv, __doc__)
-    if cfg.device not in ("auto", "cpu", "cuda"):
-        raise PacxError(f"--device: expected auto, cpu or cuda, got {cfg.device!r}")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise PacxError("--device cuda: torch sees no CUDA device here (try --device cpu)")
-    rt = init_runtime(cfg.device, cfg.seed, amp=True)
-    threads = torch.get_num_threads()
-    if cfg.threads or cfg.quick:
-        torch.set_num_threads(cfg.threads or 1)
-    try:
-        report = run_all(cfg, rt)
-    finally:
-        torch.set_num_threads(threads)
-    if cfg.out:
-        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.out).write_text(json.dumps(report, indent=2))
-        print(f"results written to {cfg.out}")
+    run_benchmark(Config, run_all, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -100,27 +100,34 @@ def test_two_processes_equal_one_process(image_dir, tmp_path, accum):
         assert abs(r1["loss"] - r2["loss"]) < 1e-6 * r1["loss"], (r1, r2)
 
 
-def test_killed_and_resumed_run_is_bit_identical(image_dir, tmp_path):
-    common = ["--data", str(image_dir), *TINY, "--batch_size", "4", "--epochs", "4", "--ckpt_every", "1"]
+def kill_and_resume(common, tmp_path, total_steps):
+    """Run `common` to the end in ref/, and in killed/ SIGKILLed after a random checkpointed step then resumed;
+    assert the two end bit-identical (weights and optimizer state) and the log holds every step once."""
     ref = run([*common, "--out_dir", str(tmp_path / "ref")])
     assert ref.returncode == 0, ref.stderr
     out = tmp_path / "killed"
-    kill_after = int(np.random.default_rng().integers(2, 9))  # a random step of the 12
+    kill_after = int(np.random.default_rng().integers(2, total_steps - 3))
     proc = subprocess.Popen([sys.executable, SCRIPT, *common, "--out_dir", str(out)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kill_after_checkpoint(proc, out / LAST, kill_after)
     killed_at = load(out / LAST)["step"]
-    assert killed_at < 12, "the run finished before it could be killed"
+    assert killed_at < total_steps, "the run finished before it could be killed"
     refused = run([*common, "--out_dir", str(out)])  # a folder holding a run is not silently reused
     assert refused.returncode == 2 and "--resume" in refused.stderr
     resumed = run([*common, "--out_dir", str(out), "--resume", "true"])
     assert resumed.returncode == 0, resumed.stderr
     assert f"at step {killed_at}" in resumed.stdout
-    a, b = final_weights(tmp_path / "ref"), final_weights(out)
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 13))  # the log holds every step once
+    a, b = load(tmp_path / "ref" / LAST), load(out / LAST)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for s_a, s_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(s_a[k], s_b[k]) for k in s_a)
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == list(range(1, total_steps + 1))
+
+
+def test_killed_and_resumed_run_is_bit_identical(image_dir, tmp_path):
+    kill_and_resume(["--data", str(image_dir), *TINY, "--batch_size", "4", "--epochs", "4", "--ckpt_every", "1"],
+                    tmp_path, 12)
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "missing"])
@@ -193,26 +200,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(image_dir, tmp
 
 
 def test_labs_killed_and_resumed_run_is_bit_identical(tmp_path):
-    """The lab DAE (dropout on, corruption drawn per sample) killed at a random step resumes to the same weights."""
+    """The lab DAE (its corruption drawn per sample) killed at a random step resumes to the same weights."""
     data = write_symile_labs(tmp_path)
-    common = ["--modality", "labs", "--data", str(data), "--workers", "0", "--batch_size", "8", "--epochs", "3",
-              "--warmup_steps", "4", "--ckpt_every", "1", "--log_every", "1"]
-    ref = run([*common, "--out_dir", str(tmp_path / "ref")])
-    assert ref.returncode == 0, ref.stderr
-    out = tmp_path / "killed"
-    kill_after = int(np.random.default_rng().integers(2, 20))  # a random step of the 24
-    proc = subprocess.Popen([sys.executable, SCRIPT, *common, "--out_dir", str(out)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kill_after_checkpoint(proc, out / LAST, kill_after)
-    killed_at = load(out / LAST)["step"]
-    assert killed_at < 24, "the run finished before it could be killed"
-    resumed = run([*common, "--out_dir", str(out), "--resume", "true"])
-    assert resumed.returncode == 0, resumed.stderr
-    a, b = load(tmp_path / "ref" / LAST), load(out / LAST)
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    for s_a, s_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
-        assert all(torch.equal(s_a[k], s_b[k]) for k in s_a)
+    kill_and_resume(["--modality", "labs", "--data", str(data), "--workers", "0", "--batch_size", "8", "--epochs",
+                     "3", "--warmup_steps", "4", "--ckpt_every", "1", "--log_every", "1"], tmp_path, 24)
 
 
 def test_accumulation_is_refused_for_the_lab_dae(tmp_path):
