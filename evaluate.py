@@ -16,7 +16,8 @@ segmentation decoder on frozen patch tokens (Dice, IoU); ridge alignment probe t
     python evaluate.py --backbones ... --task_csv symile.csv --align_features targets.npz --rollout 8
 
 A CSV argument is one file with a split column (train / val / test) or three comma-separated files train,val,test.
-Writes out_dir/results.json (every number with its interval) and out_dir/results.md (paper-style tables).
+Writes out_dir/results.json (every number with its interval) and out_dir/results.md (paper-style tables). Fine-tuning
+runs checkpoint themselves in out_dir/finetune/ (pacx.finetune): after a crash, --resume continues bit-identically.
 """
 import json
 from dataclasses import asdict, dataclass
@@ -35,13 +36,17 @@ from pacx.errors import PacxError, exit_on_error
 from pacx.eval_io import SPLITS, jsonable, load_targets, read_splits, table
 from pacx.lowlabel import subsample_indices
 from pacx.metrics import TASKS, classification_metrics, single_class_columns, tune_threshold
-from pacx.probe import (ProbeConfig, extract_features, finetune, image_label_sample, num_outputs, predict,
-                        prepare_finetune, row_loader, to_probabilities, train_linear_probe)
+from pacx.finetune import finetune_run, prepare_eval_dir, prepare_finetune, run_file
+from pacx.probe import (ProbeConfig, extract_features, image_label_sample, num_outputs, row_loader, to_probabilities,
+                        train_linear_probe)
 from pacx.rollout import difference_rgb, overlay, rollout_input, rollout_map, save_row, upsample_minmax
 from pacx.segmentation import SegConfig, evaluate_segmentation, seg_item, train_segmentation
 from pacx.vit import PRESETS, VisionTransformer
 from pacx.weights import checkpoint_vit_config, load_vit_weights
 
+# What a fine-tuning run's file must have been written with to be resumed (with the backbone and label fraction).
+RUN_OPTIONS = ("model", "img_size", "task_csv", "image_column", "image_root", "label_columns", "task_type", "classes",
+               "split_column", "mode", "epochs", "lr", "backbone_lr_scale", "weight_decay", "batch_size", "amp", "seed")
 
 
 @dataclass
@@ -88,7 +93,11 @@ class Config:
     device: str = opt("auto", "auto | cpu | cuda")
     amp: bool = opt(True, "bf16 autocast on CUDA (ignored on CPU)")
     seed: int = opt(0, "seed for random backbones, subsets, heads, batch order and bootstrap resamples")
-    out_dir: str = opt("runs/eval", "folder for results.json, results.md and rollout/")
+    out_dir: str = opt("runs/eval", "folder for results.json, results.md, rollout/ and finetune/ (run checkpoints)")
+    resume: bool = opt(False, "continue the evaluation in out_dir: finished fine-tuning runs are reused, an "
+                              "interrupted one goes on from its checkpoint, the rest is recomputed")
+    overwrite: bool = opt(False, "replace an evaluation already in out_dir")
+    ckpt_every: int = opt(0, "finetune / lora: also checkpoint every N steps (0: at the end of each epoch only)")
     log_every: int = opt(10, "progress line every N steps (fine-tune, segmentation) / epochs (probe)")
 
 
@@ -106,6 +115,8 @@ def resolve(cfg: Config) -> Config:
     if any(not 0 < f <= 1 for f in cfg.fractions):
         raise PacxError(f"--fractions: expected values in (0, 1], got {cfg.fractions}")
     cfg.epochs = cfg.epochs or (30 if cfg.mode == "probe" else 40)
+    if cfg.epochs < 1 or cfg.ckpt_every < 0:
+        raise PacxError(f"--epochs / --ckpt_every: expected >= 1 / >= 0, got {cfg.epochs} / {cfg.ckpt_every}")
     cfg.lr = cfg.lr or (3e-3 if cfg.mode == "probe" else 3e-4)
     return cfg
 
@@ -138,8 +149,7 @@ def build_backbone(path: str, cfg: Config) -> VisionTransformer:
 def main(argv=None):
     cfg = resolve(parse_config(Config, argv, __doc__))
     rt = init_runtime(cfg.device, cfg.seed, cfg.amp)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_eval_dir(cfg.out_dir, cfg.resume, cfg.overwrite)
     log = rt.print0
     specs = parse_backbones(cfg.backbones)
     names = [n for n, _ in specs]
@@ -174,11 +184,11 @@ def main(argv=None):
     subsets = {f: subsample_indices(task["train"]["y"], f, cfg.seed) for f in cfg.fractions} if classify else {}
     probe_cfg = ProbeConfig(epochs=cfg.epochs, lr=cfg.lr, backbone_lr_scale=cfg.backbone_lr_scale,
                             weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, flip=cfg.probe_flip,
-                            seed=cfg.seed, log_every=cfg.log_every)
+                            seed=cfg.seed, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every)
 
-    def loader(part, split, fn, batch, shuffle=False, epoch=0):
+    def loader(part, split, fn, batch, shuffle=False, epoch=0, start=0):
         return row_loader(part[split]["data"], fn, part[split]["rows"], batch, cfg.workers, shuffle, cfg.seed, epoch,
-                          pin)
+                          pin, start)
 
     # ---- every backbone: features, heads, decoders, rollout maps ----
     backbone_info, cls_out, seg_out, align_out, maps = {}, {f: {} for f in cfg.fractions}, {}, {}, {}
@@ -219,17 +229,17 @@ def main(argv=None):
                                      for s in ("val", "test"))
             else:
                 n_out = num_outputs(y_train, cfg.task_type, n_classes)
-                model = prepare_finetune(build_backbone(path, cfg), n_out, cfg.mode, cfg.seed)
                 train_part = {"train": {"data": task["train"]["data"], "rows": task["train"]["rows"][rows]}}
                 train_fn = partial(image_label_sample, size=size, train=True)
                 eval_fn = partial(image_label_sample, size=size)
-                model, info = finetune(
-                    model, lambda epoch: loader(train_part, "train", train_fn, cfg.batch_size, True, epoch),
-                    loader(task, "val", eval_fn, cfg.batch_size), task["val"]["y"], cfg.task_type, probe_cfg,
-                    rt.device, rt.autocast, lambda line, tag=tag: log(f"{cfg.mode} {tag}: {line}"))
-                p_val, p_test = (predict(model, loader(task, s, eval_fn, cfg.batch_size), cfg.task_type, rt.device,
-                                         rt.autocast) for s in ("val", "test"))
-                del model
+                run = dict(backbone=name, checkpoint=path, fraction=frac, **{k: getattr(cfg, k) for k in RUN_OPTIONS})
+                p_val, p_test, info = finetune_run(
+                    run_file(out, name, frac), run, cfg.resume,
+                    lambda: prepare_finetune(build_backbone(path, cfg), n_out, cfg.mode, cfg.seed),
+                    lambda epoch, start: loader(train_part, "train", train_fn, cfg.batch_size, True, epoch, start),
+                    loader(task, "val", eval_fn, cfg.batch_size), loader(task, "test", eval_fn, cfg.batch_size),
+                    task["val"]["y"], cfg.task_type, probe_cfg, rt.device, rt.autocast,
+                    lambda line, tag=tag: log(f"{cfg.mode} {tag}: {line}"))
             log(f"{cfg.mode} {tag}: best epoch {info['best_epoch']}, val AUROC {info['best_val_auroc']:.4f}")
             cls_out[frac][name] = {"p_val": p_val, "p_test": p_test, "n_train": len(rows),
                                    "best_epoch": info["best_epoch"], "best_val_auroc": info["best_val_auroc"]}
@@ -265,7 +275,9 @@ def main(argv=None):
 
     # ---- scores with bootstrap intervals, paired differences vs the reference ----
     B, seed = cfg.bootstrap, cfg.seed
-    results = {"config": asdict(cfg), "reference": ref, "difference": f"<backbone> - {ref}",
+    # Not resume / overwrite (how, not what): a resumed evaluation writes the results.json of an uninterrupted one.
+    config = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "overwrite")}
+    results = {"config": config, "reference": ref, "difference": f"<backbone> - {ref}",
                "interval": f"median and 2.5 / 97.5 percentiles over {B} bootstrap resamples of the test set",
                "backbones": backbone_info}
     md = ["# PaCX-MAE evaluation", "",

@@ -119,7 +119,7 @@ def main(argv=None):
     evaluate = ["evaluate.py", "--backbones", backbones, "--reference", "mae", "--model", cfg.model,
                 "--task_csv", str(world / "images.csv"), "--image_column", "path", "--fractions", fractions,
                 "--bootstrap", str(cfg.bootstrap), "--device", cfg.device, "--workers", str(cfg.workers),
-                "--seed", str(cfg.seed),
+                "--seed", str(cfg.seed), "--overwrite", "true",  # as every stage: main() guards out_dir
                 # A few hundred images: a smaller probe batch than the reference's 512 (else ~2 steps an epoch) and
                 # standardised features (the tiny CLS features share a large offset; see evaluate.py --probe_norm).
                 "--batch_size", "64", "--probe_norm", "true"]

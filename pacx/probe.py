@@ -1,5 +1,6 @@
-"""Classification on top of a backbone: the Linear head, the linear probe on cached features, full and LoRA
-fine-tuning, each with model selection on the best validation AUROC.
+"""Classification on top of a backbone: the loss, the Linear head, the data path (seeded, resumable batches) and the
+linear probe on cached features, with model selection on the best validation AUROC. Full and LoRA fine-tuning, which
+share these pieces, are in `pacx.finetune`.
 
 Implements DESIGN.md "Stage 3" (Classification) after the reference PaCX-MAE (Lyce24/PACX-MAE `Modules/cl_lit.py`,
 `Models/models.py::CXRModel`, `Stage3_CL.py`): one Linear(D, C) on the CLS feature; BCE-with-logits for binary and
@@ -9,10 +10,8 @@ one tested (Lightning `ModelCheckpoint(monitor="val/auroc", mode="max")`, the fi
 - linear probe: frozen backbone in eval mode, lr 3e-3, wd 0.01, 30 epochs, batch 512. The features are computed once
   and kept in memory. The reference trains the probe on horizontally flipped images half of the time (its only random
   augmentation, `T.RandomHorizontalFlip` in `sl_train`); `flip=True` reproduces that exactly by caching the features of
-  each training image and of its mirror image and drawing one of the two per sample and epoch.
-- full fine-tune: head lr 3e-4, backbone lr 0.1 x head lr, 40 epochs.
-- LoRA fine-tune (not in the reference's Stage 3): adapters r 8 / alpha 16 on qkv, fc1, fc2 (pacx.lora) plus the
-  final LayerNorm train at the backbone lr; the rest of the backbone stays frozen.
+  each training image and of its mirror image and drawing one of the two per sample and epoch. The probe takes
+  seconds, so it keeps no checkpoint: a resumed evaluation trains it again, to the same result.
 
 Notation: B = batch, N = samples, D = feature width, C = outputs (binary 1, multilabel C, multiclass K).
 """
@@ -29,7 +28,6 @@ import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader
 
 from .loader import SeededView, check_batch, collate
-from .lora import inject_lora, mark_trainable
 from .metrics import macro_auroc
 from .optim import lr_factor
 from .runlog import Progress
@@ -47,6 +45,7 @@ class ProbeConfig:
     flip: bool = True  # probe: train on mirrored images half of the time, as the reference
     seed: int = 0
     log_every: int = 10  # progress lines every N steps (fine-tune) / epochs (probe)
+    ckpt_every: int = 0  # fine-tune: also checkpoint every N steps (0: at the end of each epoch only)
 
 
 def num_outputs(labels: np.ndarray, task: str, num_classes: int | None = None) -> int:
@@ -81,17 +80,21 @@ def image_label_sample(item: dict, g: torch.Generator, size: int, train: bool = 
 
 
 def row_loader(dataset, fn: Callable, rows: Iterable[int], batch_size: int, workers: int = 0, shuffle: bool = False,
-               seed: int = 0, epoch: int = 0, pin_memory: bool = False) -> DataLoader:
-    """Batches of `fn(dataset[row], generator)` over the given rows, in order or shuffled by (seed, epoch). Each
-    sample's generator is seeded from (seed, epoch) too, so augmentation does not depend on the worker count; an
-    unreadable sample comes back as a one-line `DataError` via `pacx.loader.check_batch`."""
+               seed: int = 0, epoch: int = 0, pin_memory: bool = False, start: int = 0) -> DataLoader:
+    """Batches of `fn(dataset[row], generator)` over the given rows, in order or shuffled by (seed, epoch), from
+    batch `start` on (a resumed epoch skips the batches it already trained on and sees the same ones after them).
+    Each sample's generator is seeded from (seed, epoch) too, so augmentation does not depend on the worker count;
+    an unreadable sample comes back as a one-line `DataError` via `pacx.loader.check_batch`."""
     rng = np.random.default_rng([seed, epoch])
     rows = np.asarray(list(rows))
     order = rng.permutation(rows) if shuffle else rows
     seeds = rng.integers(0, 2**63 - 1, size=len(order))
     items = [(int(r), int(s)) for r, s in zip(order, seeds)]  # what SeededView expects: (index, sample seed)
-    return DataLoader(SeededView(dataset, fn), batch_size=batch_size, sampler=items, num_workers=workers,
-                      collate_fn=collate, pin_memory=pin_memory)
+    return DataLoader(SeededView(dataset, fn), batch_size=batch_size, sampler=items[start * batch_size:],
+                      num_workers=workers, collate_fn=collate, pin_memory=pin_memory,
+                      # Its own generator: starting an epoch then draws nothing from the global torch RNG, whose
+                      # state (LoRA dropout) a resumed fine-tuning run restores from its checkpoint.
+                      generator=torch.Generator().manual_seed(0))
 
 
 @torch.no_grad()
@@ -113,7 +116,7 @@ def extract_features(backbone: nn.Module, loader: Iterable, device: torch.device
     return torch.cat(feats)  # (N, D)
 
 
-def _adamw_groups(named_params, lr: float, weight_decay: float) -> list[dict]:
+def adamw_groups(named_params, lr: float, weight_decay: float) -> list[dict]:
     """Reference `configure_optimizers`: no decay when p.ndim < 2 or the name holds "bias" or "norm"."""
     decay, no_decay = [], []
     for name, p in named_params:
@@ -123,13 +126,13 @@ def _adamw_groups(named_params, lr: float, weight_decay: float) -> list[dict]:
                         {"params": no_decay, "weight_decay": 0.0, "base_lr": lr}) if g["params"]]
 
 
-def _set_epoch_lr(optimizer, epoch: int, cfg: ProbeConfig) -> None:
+def set_epoch_lr(optimizer, epoch: int, cfg: ProbeConfig) -> None:
     f = lr_factor(epoch, cfg.warmup_epochs, cfg.epochs)  # per-epoch schedule, as the reference (LambdaLR "epoch")
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * f
 
 
-def _better(score: float, best: float) -> bool:
+def is_better(score: float, best: float) -> bool:
     """Strictly better; a NaN score (no column with both classes in val) never wins over a number."""
     return not np.isnan(score) and (np.isnan(best) or score > best)
 
@@ -146,7 +149,7 @@ def train_linear_probe(train_feats: torch.Tensor, y_train: np.ndarray, val_feats
     device = device or torch.device("cpu")
     torch.manual_seed(cfg.seed)  # same head init and batch order for every backbone
     head = nn.Linear(train_feats.shape[1], num_outputs(y_train, task, num_classes)).to(device)
-    optimizer = torch.optim.AdamW(_adamw_groups(head.named_parameters(), cfg.lr, cfg.weight_decay), lr=cfg.lr,
+    optimizer = torch.optim.AdamW(adamw_groups(head.named_parameters(), cfg.lr, cfg.weight_decay), lr=cfg.lr,
                                   betas=(0.9, 0.999))
     x_train, x_val = train_feats.to(device), val_feats.to(device)
     x_flip = train_feats_flipped.to(device) if cfg.flip and train_feats_flipped is not None else None
@@ -157,7 +160,7 @@ def train_linear_probe(train_feats: torch.Tensor, y_train: np.ndarray, val_feats
     history = []
     progress = Progress(cfg.epochs)
     for epoch in range(cfg.epochs):
-        _set_epoch_lr(optimizer, epoch, cfg)
+        set_epoch_lr(optimizer, epoch, cfg)
         head.train()
         order = torch.randperm(n, generator=g)
         use_flip = torch.rand(n, generator=g) < 0.5
@@ -177,93 +180,10 @@ def train_linear_probe(train_feats: torch.Tensor, y_train: np.ndarray, val_feats
             head.eval()
             val_auroc = macro_auroc(y_val, to_probabilities(head(x_val), task), task)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_auroc": val_auroc})
-        if _better(val_auroc, best["val_auroc"]) or best["epoch"] < 0:
+        if is_better(val_auroc, best["val_auroc"]) or best["epoch"] < 0:
             best = {"epoch": epoch, "val_auroc": val_auroc, "state": copy.deepcopy(head.state_dict())}
         if log is not None and ((epoch + 1) % cfg.log_every == 0 or epoch + 1 == cfg.epochs):
             log(progress.line(epoch + 1, loss=float(np.mean(losses)), val_auroc=val_auroc))
     head.load_state_dict(best["state"])
     head.eval()
     return head, {"best_epoch": best["epoch"], "best_val_auroc": best["val_auroc"], "history": history}
-
-
-class Classifier(nn.Module):
-    """backbone (images -> CLS feature (B, D)) followed by the Linear head."""
-
-    def __init__(self, backbone: nn.Module, num_outputs: int):
-        super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(backbone.cfg.embed_dim, num_outputs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
-
-
-def prepare_finetune(backbone: nn.Module, num_out: int, mode: str, seed: int = 0) -> Classifier:
-    """A Classifier whose trainable parameters are those of `mode`: "finetune" (all; the fixed sin-cos position
-    table stays frozen) or "lora" (adapters + final norm + head)."""
-    if mode == "lora":
-        inject_lora(backbone)
-        mark_trainable(backbone, "lora")
-    elif mode != "finetune":
-        raise ValueError(f"prepare_finetune: mode must be finetune or lora, found {mode!r}")
-    torch.manual_seed(seed)
-    return Classifier(backbone, num_out)
-
-
-@torch.no_grad()
-def predict(model: nn.Module, loader: Iterable, task: str, device: torch.device,
-            autocast: Callable = contextlib.nullcontext) -> np.ndarray:
-    """Probabilities (N, C) of `model` over batches `(x, ...)`."""
-    model.eval()
-    out = []
-    for batch in loader:
-        x = check_batch(batch)[0].to(device, non_blocking=True)
-        with autocast():
-            out.append(model(x).float())
-    return to_probabilities(torch.cat(out), task)
-
-
-def finetune(model: Classifier, train_loader: Callable[[int], Iterable], val_loader: Iterable, y_val: np.ndarray,
-             task: str, cfg: ProbeConfig, device: torch.device,
-             autocast: Callable = contextlib.nullcontext, log: Callable | None = None) -> tuple[Classifier, dict]:
-    """Train the trainable parameters of `model` (see `prepare_finetune`); `train_loader(epoch)` yields (x, y)
-    batches. The head trains at cfg.lr, the backbone at cfg.lr * cfg.backbone_lr_scale. Returns the model with
-    the weights of the best validation-AUROC epoch and a summary."""
-    model.to(device)
-    head_lr, backbone_lr = cfg.lr, cfg.lr * cfg.backbone_lr_scale
-    groups = (_adamw_groups(model.backbone.named_parameters(), backbone_lr, cfg.weight_decay)
-              + _adamw_groups(model.head.named_parameters(), head_lr, cfg.weight_decay))
-    optimizer = torch.optim.AdamW(groups, lr=head_lr, betas=(0.9, 0.999))
-    best = {"epoch": -1, "val_auroc": float("nan"), "state": None}
-    history = []
-    steps_per_epoch = len(train_loader(0))
-    progress = Progress(cfg.epochs * steps_per_epoch)
-    step = 0
-    for epoch in range(cfg.epochs):
-        _set_epoch_lr(optimizer, epoch, cfg)
-        model.train()
-        losses = []
-        for batch in train_loader(epoch):
-            x, y = (t.to(device, non_blocking=True) for t in check_batch(batch)[:2])
-            with autocast():
-                logits = model(x)
-            loss = classification_loss(logits, y, task)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            step += 1
-            progress.update(len(x))
-            if log is not None and step % cfg.log_every == 0:
-                log(progress.line(step, epoch=epoch, loss=float(np.mean(losses))))
-        val_auroc = macro_auroc(y_val, predict(model, val_loader, task, device, autocast), task)
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
-                        "val_auroc": val_auroc})
-        if log is not None:
-            log(progress.line(step, epoch=epoch, val_auroc=val_auroc))
-        if _better(val_auroc, best["val_auroc"]) or best["epoch"] < 0:
-            best = {"epoch": epoch, "val_auroc": val_auroc,
-                    "state": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}}
-    model.load_state_dict(best["state"])
-    model.eval()
-    return model, {"best_epoch": best["epoch"], "best_val_auroc": best["val_auroc"], "history": history}

@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 import evaluate
+from pacx.finetune import finetune, prepare_finetune
 from pacx.lora import LoRALinear
 from pacx.metrics import macro_auroc
-from pacx.probe import (ProbeConfig, extract_features, finetune, prepare_finetune, to_probabilities,
-                        train_linear_probe)
+from pacx.probe import ProbeConfig, extract_features, to_probabilities, train_linear_probe
 from pacx.vit import VisionTransformer, vit_tiny
 
 DEV = torch.device("cpu")
@@ -66,7 +66,7 @@ def test_finetune_changes_backbone(mode):
     model = prepare_finetune(backbone, 1, mode)
     (x, y), (xv, yv) = toy_images(16, 0), toy_images(8, 1)
     batches = [(x[:8], y[:8]), (x[8:], y[8:])]
-    model, info = finetune(model, lambda epoch: batches, [(xv, yv)], yv.numpy(), "binary",
+    model, info = finetune(model, lambda epoch, start: batches[start:], [(xv, yv)], yv.numpy(), "binary",
                            ProbeConfig(epochs=2, lr=1e-2, backbone_lr_scale=1.0), DEV)
     params = dict(model.backbone.named_parameters())
     if mode == "finetune":
@@ -87,8 +87,9 @@ def test_finetune_changes_backbone(mode):
     assert info["best_epoch"] in (0, 1)
 
 
-def write_png_data(root, n=30):
-    """Gray 32 px PNGs: label 1 = a bright disc; the disc is also the segmentation mask."""
+def write_png_data(root, n=30, disc=220):
+    """Gray 32 px PNGs (background 20-59): label 1 = a disc of gray level `disc`; the disc is also the segmentation
+    mask."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:32, :32]
     rows = []
@@ -98,9 +99,9 @@ def write_png_data(root, n=30):
         mask = np.zeros((32, 32), np.uint8)
         if label:
             cy, cx = rng.integers(10, 22, 2)
-            disc = (yy - cy) ** 2 + (xx - cx) ** 2 < 49
-            img[disc] = 220
-            mask[disc] = 255
+            inside = (yy - cy) ** 2 + (xx - cx) ** 2 < 49
+            img[inside] = disc
+            mask[inside] = 255
         Image.fromarray(img.astype(np.uint8)).save(root / f"img{i:02d}.png")
         Image.fromarray(mask).save(root / f"mask{i:02d}.png")
         split = "train" if i < 16 else "val" if i < 23 else "test"
