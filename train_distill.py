@@ -206,7 +206,7 @@ def main(argv=None):
 
     model.to(rt.device)
     optimizer = make_adamw(param_groups(model, cfg.weight_decay, decay_all=cfg.decay_all), cfg.lr,
-                           (0.9, 0.999), rt.device)
+                           (0.9, 0.999))
     counters = {"skipped": 0}  # steps skipped under --skip_nonfinite
     step, log = open_run(out, rt, resume_from, model, optimizer, {"script": asdict(cfg), "model": model.config_dict()},
                          counters)

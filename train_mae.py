@@ -144,7 +144,7 @@ def main(argv=None):
     model.to(rt.device)
     groups = param_groups(model, cfg.weight_decay, decay_all=cfg.modality == "labs")
     betas = (0.9, 0.95) if cfg.modality == "cxr" else (0.9, 0.999)
-    optimizer = make_adamw(groups, cfg.lr, betas, rt.device)
+    optimizer = make_adamw(groups, cfg.lr, betas)
 
     counters = {"skipped": 0}  # steps skipped under --skip_nonfinite
     step, log = open_run(out, rt, resume_from, model, optimizer, {"script": asdict(cfg), "model": model_config},

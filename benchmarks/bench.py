@@ -9,7 +9,7 @@ What is compared (DESIGN.md "Stage 1a" and "Stage 2" models, at their reference 
    weights and batch; the time ratio pacx / timm (<= 1 means pacx is as fast or faster).
 2. MAE training step (forward, backward, AdamW): `pacx.mae.MaskedAutoencoder` vs `OfficialStyleMAE`, the
    facebookresearch/mae `models_mae.py` model rebuilt here from timm's `PatchEmbed` and `Block` as the official code
-   builds it, with the official optimizer (plain `torch.optim.AdamW`; pacx uses the fused kernel on CUDA). Images/s.
+   builds it, with the official optimizer (plain `torch.optim.AdamW`; pacx uses the fused kernel). Images/s.
 3. Stage-2 step (PaCX, LoRA on qkv/fc1/fc2, random ECG / lab targets) vs the same step with every block unfrozen
    (the reference's `last_n` strategy at n = depth): what LoRA's frozen base weights save or cost. Images/s.
 4. Data loading, one process and one thread (what one DataLoader worker does): `pacx.cache.CachedImages` +
@@ -161,7 +161,7 @@ def bench_mae(mae_cfg: MAEConfig, batch: int, run, rt, mask_ratio: float = 0.9) 
     noise = torch.rand(batch, L, device=rt.device)
     with torch.no_grad():
         diff = (ours(x, mask_ratio, noise)[0] - theirs(x, mask_ratio, noise)[0]).abs().item()
-    opt_ours = make_adamw(param_groups(ours, 0.05), 1.5e-4, (0.9, 0.95), rt.device)
+    opt_ours = make_adamw(param_groups(ours, 0.05), 1.5e-4, (0.9, 0.95))
     opt_theirs = torch.optim.AdamW(param_groups(theirs, 0.05), lr=1.5e-4, betas=(0.9, 0.95))  # as main_pretrain.py
     t = median_step_seconds({
         "pacx": _train_step(ours, opt_ours, lambda: ours(x, mask_ratio, noise)[0], rt.autocast),
@@ -182,7 +182,7 @@ def bench_stage2(vit_cfg: ViTConfig, batch: int, run, rt) -> dict:
     labs = torch.randn(batch, heads.labs_dim, device=rt.device)
     steps = {}
     for name, model in (("lora", lora), ("all_blocks", full)):
-        optimizer = make_adamw(param_groups(model, 0.05, decay_all=True), 1e-4, device=rt.device)
+        optimizer = make_adamw(param_groups(model, 0.05, decay_all=True), 1e-4)
         steps[name] = _train_step(model, optimizer, lambda m=model: m(x, ecg, labs)[0], rt.autocast, clip=1.0)
     t = median_step_seconds(steps, *run)
     return {"stage2_lora_img_s": batch / t["lora"], "stage2_all_blocks_img_s": batch / t["all_blocks"],

@@ -88,7 +88,7 @@ def fused_adamw(vit_cfg, run, rt) -> dict:
 
 def host_sync(mae_cfg, x, run, rt) -> dict:
     model = MaskedAutoencoder(mae_cfg).to(rt.device)
-    optimizer = make_adamw(param_groups(model, 0.05), 1.5e-4, (0.9, 0.95), rt.device)
+    optimizer = make_adamw(param_groups(model, 0.05), 1.5e-4, (0.9, 0.95))
     on = _train_step(model, optimizer, lambda: model(x, 0.9)[0], rt.autocast)  # the loss stays on the device
 
     def off():
@@ -123,7 +123,7 @@ def compiled(mae_cfg, x, run, rt) -> dict:
     for name, wrap in (("on", torch.compile), ("off", lambda m: m)):
         torch.manual_seed(0)
         model = MaskedAutoencoder(mae_cfg).to(rt.device)
-        optimizer = make_adamw(param_groups(model, 0.05), 1.5e-4, (0.9, 0.95), rt.device)
+        optimizer = make_adamw(param_groups(model, 0.05), 1.5e-4, (0.9, 0.95))
         fn = wrap(model)
         fns[name] = _train_step(model, optimizer, lambda f=fn: f(x, 0.9)[0], rt.autocast)
     return _ratio(median_step_seconds(fns, *run))

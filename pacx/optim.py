@@ -28,10 +28,10 @@ def param_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool = 
     return groups
 
 
-def make_adamw(groups: list[dict], lr: float, betas=(0.9, 0.999), device: torch.device | None = None):
-    """torch.optim.AdamW; the fused CUDA kernel when the parameters live on a GPU."""
-    fused = device is not None and device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused)
+def make_adamw(groups: list[dict], lr: float, betas=(0.9, 0.999)):
+    """torch.optim.AdamW with the fused kernel, on CUDA and on CPU alike (on CPU it steps ViT-B's parameters 4.5x
+    faster than the default for-each kernel: `python -m benchmarks.fast_paths`)."""
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=True)
 
 
 def lr_factor(t: float, warmup: float, total: float, floor: float = 0.0, per_step: bool = False) -> float:
