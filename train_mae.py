@@ -54,7 +54,7 @@ class Config:
     per_step_lr: bool | None = opt(None, "step the schedule every step (cxr default: per epoch, a reference "
                                          "quirk; labs: per step)")
     grad_clip: float = opt(0.0, "clip the gradient norm (0: off, as the reference)")
-    accum_steps: int = opt(1, "cxr: split each process's batch into this many micro-batches whose gradients add up "
+    accum_steps: int = opt(1, "split each process's batch into this many micro-batches whose gradients add up "
                               "before one optimizer step (same result, less memory; DDP syncs only on the last)")
     skip_nonfinite: bool = opt(False, "skip a step with a NaN/Inf loss or gradient (counted in the log) instead of "
                                       "stopping; costs one host sync per step")
@@ -85,9 +85,8 @@ def resolve(cfg: Config) -> Config:
             setattr(cfg, key, value)
     if not cfg.data:
         raise PacxError("--data is required (a folder of images, an image CSV, or labs data; see --help)")
-    if cfg.accum_steps < 1 or (cfg.accum_steps > 1 and cfg.modality != "cxr"):
-        raise PacxError(f"--accum_steps: expected 1, or >= 1 with --modality cxr (the lab DAE's loss is a mean over "
-                        f"the batch's dropped entries, not over samples), got {cfg.accum_steps}")
+    if cfg.accum_steps < 1:
+        raise PacxError(f"--accum_steps: expected >= 1, got {cfg.accum_steps}")
     return cfg
 
 
@@ -177,6 +176,10 @@ def main(argv=None):
             batch = [t.to(rt.device, non_blocking=True) for t in batch]
             optimizer.zero_grad(set_to_none=True)
             parts = micro_batches(batch, cfg.accum_steps)
+            if cfg.modality == "labs":
+                # The DAE's loss is a mean over observed entries, whose count varies by sample: every part divides
+                # by the global batch's count per rank, so micro-batches add up and DDP's mean over ranks is exact.
+                per_rank = all_reduce_mean(batch[1].sum())
             loss = 0.0
             for i, (micro, weight) in enumerate(parts):
                 with sync_gradients(train_model, sync=i == len(parts) - 1):
@@ -184,7 +187,7 @@ def main(argv=None):
                         if cfg.modality == "cxr":  # the same number of removed patches per image: sample weights
                             part_loss = train_model(micro[0], cfg.mask_ratio, noise=micro[1])[0] * weight
                         else:
-                            part_loss = train_model(micro[0], micro[1], noise=micro[2])[0] * weight
+                            part_loss = train_model(micro[0], micro[1], noise=micro[2], denom=per_rank)[0]
                     part_loss.backward()
                 loss = loss + part_loss.detach()
             step += 1

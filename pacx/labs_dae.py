@@ -44,13 +44,15 @@ class LabDAETrainConfig:
     drop_last: bool = True
 
 
-def masked_mse(x_hat: torch.Tensor, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+def masked_mse(x_hat: torch.Tensor, x: torch.Tensor, m: torch.Tensor, denom: torch.Tensor | None = None):
     """sum((x_hat - x)^2 * m) / sum(m): mean squared error over the observed entries only.
 
     The denominator is clamped to >= 1 so a batch with nothing observed gives 0, not 0/0. The reference adds 1e-6
     instead; since sum(m) is a whole number, the two agree to a relative 1e-6 whenever anything is observed.
+    `denom` replaces sum(m) when this batch is a part (a rank's share, a micro-batch) of a larger one, so that the
+    parts' losses add up to the loss of the whole (train_mae.py).
     """
-    return ((x_hat - x) ** 2 * m).sum() / m.sum().clamp_min(1.0)
+    return ((x_hat - x) ** 2 * m).sum() / (m.sum() if denom is None else denom).clamp_min(1.0)
 
 
 class LabDAE(nn.Module):
@@ -84,12 +86,13 @@ class LabDAE(nn.Module):
         return x * keep, m * keep
 
     def forward(self, x: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None,
-                noise: torch.Tensor | None = None):
-        """Training forward: corrupt, reconstruct, score on every originally observed lab. Returns (loss, x_hat)."""
+                noise: torch.Tensor | None = None, denom: torch.Tensor | None = None):
+        """Training forward: corrupt, reconstruct, score on every originally observed lab (the mean over them, or
+        their sum over `denom`, see `masked_mse`). Returns (loss, x_hat)."""
         m = m.to(x.dtype)
         x_in, m_in = self.corrupt(x, m, generator, noise)
         x_hat = self.decoder(self.encoder(torch.cat([x_in, m_in], dim=1)))  # (B, 2L) -> (B, Z) -> (B, L)
-        return masked_mse(x_hat, x, m), x_hat
+        return masked_mse(x_hat, x, m, denom), x_hat
 
     def encode(self, x: torch.Tensor, m: torch.Tensor, zero_missing: bool = False) -> torch.Tensor:
         """The (B, Z) lab feature of uncorrupted input.
