@@ -169,7 +169,7 @@ class ImageCSV(Dataset):
             expected = f"one of {self.classes}"
         else:
             ids = pd.to_numeric(text, errors="coerce")
-            ids = ids.where((ids >= 0) & (ids == ids.round()))
+            ids = ids.where(np.isfinite(ids) & (ids >= 0) & (ids == ids.round()))  # "inf" parses, is no class
             expected = "an integer class id >= 0 (pass classes=[...] for class names)"
         bad = ids.isna().to_numpy()
         if bad.any():
@@ -282,6 +282,12 @@ class SymileMIMIC(Dataset):
             if len(arr) != n:
                 raise DatasetFormatError(f"{path}: has {len(arr)} rows, but cxr_{split}.npy has {n}")
             arrays[name] = arr
+        pct = np.asarray(arrays["labs_percentiles"])  # (N, 50): small enough to check whole
+        bad = ~((pct >= 0) & (pct <= 1))  # NaN fails both comparisons
+        if bad.any():
+            i, j = (int(k) for k in np.argwhere(bad)[0])
+            raise DatasetFormatError(f"{self.files['labs_percentiles']}: row {i}, lab {j}: expected a percentile in "
+                                     f"[0, 1] (missing ones mean-imputed), found {pct[i, j]}")
         mask = arrays["labs_missingness"]
         bad_rows = np.flatnonzero(~np.isin(mask, (0, 1)).all(axis=1))
         if len(bad_rows):
@@ -316,9 +322,14 @@ class SymileMIMIC(Dataset):
     def __getitem__(self, i: int) -> dict:
         a = self.arrays
         cxr = torch.from_numpy(np.array(a["cxr"][i], dtype=np.float32))  # (3, H, W), copied out of the memory map
+        ecg = torch.from_numpy(np.ascontiguousarray(a["ecg"][i, 0].T, dtype=np.float32))  # (L, 12) -> (12, L)
+        # Checked per item, not at construction: the train arrays are too large to read whole up front.
+        for name, x in (("cxr", cxr), ("ecg", ecg)):
+            if not torch.isfinite(x).all():
+                raise DatasetFormatError(f"{self.files[name]}: row {i}: expected finite values, found NaN or inf")
         item = {
             "cxr": self.cxr_transform(cxr) if self.cxr_transform is not None else cxr,
-            "ecg": torch.from_numpy(np.ascontiguousarray(a["ecg"][i, 0].T, dtype=np.float32)),  # (L, 12) -> (12, L)
+            "ecg": ecg,
             "labs": torch.from_numpy(np.array(a["labs_percentiles"][i], dtype=np.float32)),  # (50,)
             "mask": torch.from_numpy(np.array(a["labs_missingness"][i], dtype=np.float32)),  # (50,) 1 = observed
             "hadm_id": torch.tensor(int(a["hadm_id"][i])),

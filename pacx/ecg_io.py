@@ -7,7 +7,8 @@ PKUDigitalHealth/ECGFounder `util.py::filter_bandpass` + `dataset.py::z_score_no
 
 A record becomes (12, 5000) float32 in millivolts, leads in ECGFounder order, at 500 Hz:
 1. the 12 standard leads are picked by name, case-insensitively, whatever the file's order or extra leads;
-2. the whole record is resampled to 500 Hz with a polyphase filter (scipy.signal.resample_poly);
+2. the whole record is resampled to 500 Hz with a polyphase filter (scipy.signal.resample_poly); records sampled
+   at or below 80 Hz, too slow to hold the 0.67-40 Hz band ECGFounder filters to, are refused;
 3. the FIRST 10 s are kept; a shorter record is ZERO-PADDED AT THE END (records under `min_seconds` are refused).
 
 Notation: N = records, L = time samples.
@@ -25,6 +26,8 @@ ECGFOUNDER_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4
 MIMIC_ECG_LEADS = ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6")
 ECG_FS = 500
 ECG_SECONDS = 10.0
+# ECGFounder's band-pass ends at 40 Hz: a record sampled at or below twice that cannot carry the band it is filtered to
+MIN_FS = 80.0
 
 _TO_MILLIVOLT = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3}
 
@@ -98,6 +101,9 @@ def read_wfdb_ecg(
         sig = np.nan_to_num(sig, nan=0.0)
 
     fs_in = float(record.fs)
+    if not fs_in > MIN_FS:  # `not >` refuses NaN too (a header without a rate reads as WFDB's default, 250 Hz)
+        raise ECGReadError(f"{base}: expected a sampling rate above {MIN_FS:g} Hz (ECGFounder filters to 0.67-40 Hz), "
+                           f"found {record.fs} Hz")
     duration = sig.shape[1] / fs_in
     if duration < min_seconds:
         raise ECGReadError(f"{base}: record is {duration:.2f} s long, expected at least {min_seconds} s")
@@ -138,8 +144,8 @@ def ecgfounder_preprocess(sig: np.ndarray, fs: int = ECG_FS, notch_hz: float | N
             raise DataError(f"ecgfounder_preprocess: notch_hz must lie in (0, {fs / 2}) for fs={fs}, found {notch_hz}")
         b, a = iirnotch(notch_hz, 30.0, fs=fs)
         sig = filtfilt(b, a, sig, axis=-1)
-    if fs <= 80:
-        raise DataError(f"ecgfounder_preprocess: the 40 Hz band edge needs fs > 80 Hz, found fs={fs}")
+    if not fs > MIN_FS:
+        raise DataError(f"ecgfounder_preprocess: the 40 Hz band edge needs fs > {MIN_FS:g} Hz, found fs={fs}")
     b, a = butter(4, [0.67, 40.0], btype="bandpass", fs=fs)
     sig = filtfilt(b, a, sig, axis=-1)
     width = int(0.4 * fs) + 1

@@ -107,6 +107,9 @@ def _read_dicom(path: Path) -> np.ndarray:
     except Exception as err:  # pydicom raises many types for bad bytes; turn each into one line
         raise ImageReadError(f"{path}: not a readable DICOM file ({_one_line(err)})") from err
     if "PixelData" not in ds:
+        if ds.preamble is None:  # force=True parses any bytes; with no 'DICM' marker nothing says this is DICOM
+            raise ImageReadError(f"{path}: not a DICOM file (no 'DICM' marker after the 128-byte preamble, no "
+                                 f"PixelData element)")
         raise ImageReadError(f"{path}: DICOM file has no PixelData element (no image in it)")
     try:
         arr = ds.pixel_array

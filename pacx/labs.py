@@ -186,15 +186,28 @@ def read_lab_table(
     whose headers are neither) or else by its own name: an itemid ("50802") or a DESIGN.md name ("base excess").
     Any other column is an error unless it is `id_column` or `allow_extra=True` (then it is dropped). A lab with
     no column is an error unless `allow_missing=True` (then it is all NaN). Cells: numbers, "inf"/"-inf", or
-    empty / NA / NaN / null for "not measured"; anything else is an error naming its line and column.
+    empty / NA / NaN / null for "not measured"; anything else is an error naming its line and column. The values
+    of `id_column` name the rows, so each must be unique.
     """
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file (expected a labs CSV, one column per lab)")
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not a readable CSV table: {str(e).strip()}") from None
     header = list(raw.columns)
+    if not len(raw):
+        raise DataError(f"{path}: no data rows (only a header line)")
     if id_column is not None and id_column not in header:
         raise DataError(f"{path}: id column '{id_column}' not found; the file has columns {header}")
+    if id_column is not None:
+        ids = raw[id_column].str.strip()
+        dup = ids.duplicated().to_numpy()
+        if dup.any():
+            i = int(np.flatnonzero(dup)[0])
+            first = int(np.flatnonzero((ids == ids.iloc[i]).to_numpy())[0])
+            raise DataError(f"{path}: line {i + 2}, column '{id_column}': expected unique ids, found "
+                            f"{ids.iloc[i]!r} again (first on line {first + 2})")
     mapping = dict(columns or {})
     for key in mapping:
         if key not in header:

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Subset
 
 from .cache import INDEX, CachedImages
-from .datasets import ImageCSV, ImageFolderList, read_table
+from .datasets import ImageCSV, ImageFolderList, _load_npy, read_table
 from .errors import DataError
 from .labs import LabPercentiles, read_lab_table
 
@@ -28,6 +28,9 @@ def image_dataset(data: str, image_column: str = "Path", image_root: str = "", s
         return CachedImages(path)
     if path.is_dir():
         return ImageFolderList(path)
+    if not path.exists():
+        raise DataError(f"{data}: no such file or folder (expected a folder of images or a .csv with an image-path "
+                        f"column)")
     if path.suffix.lower() != ".csv":
         raise DataError(f"{data}: expected a folder of images or a .csv with an image-path column")
     if not split_column:
@@ -48,20 +51,21 @@ def lab_arrays(data: str, out_dir: Path, id_column: str | None = None) -> tuple[
         for f in (x_file, m_file):
             if not f.is_file():
                 raise DataError(f"{f}: not found (expected a Symile-MIMIC data_npy/ folder or its train/ split)")
-        x, m = np.load(x_file), np.load(m_file)
+        x, m = np.array(_load_npy(x_file)), np.array(_load_npy(m_file))  # small: read whole, not mapped
         if x.ndim != 2 or x.shape[1] != 50 or x.shape != m.shape:
             raise DataError(f"{x_file}: expected (N, 50) percentiles matching {m_file.name}, found {x.shape} and "
                             f"{m.shape}")
-    else:
+        bad = ~((x >= 0) & (x <= 1))  # NaN fails both comparisons
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise DataError(f"{x_file}: lab percentile at row {row}, column {col} is {x[row, col]}, expected a "
+                            f"number in [0, 1]")
+        if not np.isin(m, (0, 1)).all():
+            raise DataError(f"{m_file}: the observed mask must be 0/1 (1 = observed)")
+    else:  # a raw table: its fitted transform gives percentiles in [0, 1] and a 0/1 mask
         table = read_lab_table(path, id_column=id_column, allow_extra=id_column is None)
         transform = LabPercentiles().fit(table)
         out_dir.mkdir(parents=True, exist_ok=True)
         transform.save(out_dir / LAB_TRANSFORM)
         x, m = transform.transform(table)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise DataError(f"{data}: lab percentile at row {row}, column {col} is {x[row, col]}, expected a number")
-    if not np.isin(m, (0, 1)).all():
-        raise DataError(f"{data}: the observed mask must be 0/1 (1 = observed)")
     return torch.from_numpy(np.asarray(x, np.float32)), torch.from_numpy(np.asarray(m, np.float32))

@@ -117,8 +117,8 @@ def symile_targets(split_dir: Path, split: str, ecg_weights: str | None, labs_da
             if done == n or done % (32 * 20) == 0:
                 log(f"targets: {done}/{n} ECGs")
 
-        ecg_t = encode_ecg(_SymileECG(ecg), frozen_ecg_encoder(ecg_weights), device, notch_hz, progress=report) \
-            if with_ecg else no_ecg(n)
+        ecg_t = encode_ecg(_SymileECG(ecg, files["ecg"]), frozen_ecg_encoder(ecg_weights), device, notch_hz,
+                           progress=report) if with_ecg else no_ecg(n)
         labs_t = encode_labs(np.load(files["labs_percentiles"]), np.load(files["labs_missingness"]),
                              frozen_lab_encoder(labs_dae), zero_missing)
         return {"ecg": torch.from_numpy(ecg_t), "labs": torch.from_numpy(labs_t)}
@@ -143,17 +143,23 @@ def table_lab_targets(labs_table: Path, id_column: str, ids: list[str], train_id
 
 
 class _SymileECG:
-    """Index a memory-mapped (N, 1, L, 12) Symile ECG array as (n, 12, L) ECGFounder-order records, a slice at a
-    time (never the whole array in memory)."""
+    """Index a memory-mapped (N, 1, L, 12) Symile ECG array (read from `path`) as (n, 12, L) ECGFounder-order
+    records, a slice at a time (never the whole array in memory); a record with NaN or inf is an error naming its
+    row."""
 
-    def __init__(self, arr):
-        self.arr = arr
+    def __init__(self, arr, path):
+        self.arr, self.path = arr, path
 
     def __len__(self):
         return len(self.arr)
 
-    def __getitem__(self, sl):
-        return symile_ecg_to_ecgfounder(np.asarray(self.arr[sl]))
+    def __getitem__(self, sl: slice):
+        x = symile_ecg_to_ecgfounder(np.asarray(self.arr[sl]))  # (n, 12, L)
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=(1, 2)))
+        if len(bad):
+            raise DataError(f"{self.path}: row {(sl.start or 0) + int(bad[0])}: expected finite ECG samples, found "
+                            f"NaN or inf")
+        return x
 
 
 def triplet_targets(csv: Path, rows: np.ndarray, split: str, ecg_paths: list[Path], lab_ids: list[str],
@@ -162,7 +168,15 @@ def triplet_targets(csv: Path, rows: np.ndarray, split: str, ecg_paths: list[Pat
                     zero_missing: bool = False, log=print, with_ecg: bool = True) -> dict:
     """Targets for raw triplets (a CSV of image path, WFDB record, lab row id): each record read by
     `pacx.ecg_io.read_wfdb_ecg` (12 standard leads by name, 500 Hz, 10 s), the lab rows turned into percentiles by an
-    empirical CDF fitted on the training split's rows only, then both encoded as `symile_targets` does."""
+    empirical CDF fitted on the training split's rows only, then both encoded as `symile_targets` does. A lab id may
+    occur once per split: one row per admission, as in Symile-MIMIC (two rows of one admission would be each other's
+    InfoNCE negatives)."""
+    first = {}  # lab id -> position of its first row in this split
+    for k, lab_id in enumerate(lab_ids):
+        if lab_id in first:
+            raise DataError(f"{csv}: line {rows[k] + 2}, column '{lab_id_column}': expected one row per admission in "
+                            f"split {split!r}, found {lab_id!r} again (first on line {rows[first[lab_id]] + 2})")
+        first[lab_id] = k
     key = cache_key(ecg=file_digest(ecg_weights) if with_ecg else "off", dae=file_digest(labs_dae), notch=notch_hz,
                     zero=zero_missing, csv=data_fingerprint(csv), labs=data_fingerprint(labs_table),
                     rows=rows.tolist())
