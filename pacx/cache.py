@@ -223,8 +223,8 @@ class CachedImages(Dataset):
         if check_sources:
             stale = stale_source(index)
             if stale:
-                raise CacheError(f"{stale}; rebuild {self.root} with python -m pacx.cache, or pass "
-                                 f"check_sources=False to use the old pixels")
+                raise CacheError(f"{stale}; rebuild {self.root} with python -m pacx.cache (the same --data and "
+                                 f"--size) before training on it")
         self.size = int(index["size"])
         self.paths = [s["path"] for s in index["sources"]]
         self.array_file = self.root / index["array"]

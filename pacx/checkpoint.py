@@ -36,8 +36,15 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle refusals, truncated zip files, ...: all unusable for the same reason
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PacxError(f"{path}: not a loadable checkpoint (weights_only=True): {first}") from None
+        text = str(e)
+        if "WeightsUnpickler error:" in text:  # torch's own advice (weights_only=False) would run the file's code
+            detail = text.split("WeightsUnpickler error:")[1].strip().splitlines()[0]
+            reason = f"it holds Python objects beyond tensors and plain containers ({detail}); refused, since " \
+                     f"building them could run code"
+        else:
+            first = text.strip().splitlines()[0] if text.strip() else ""
+            reason = f"not a PyTorch checkpoint file ({type(e).__name__}: {first})"
+        raise PacxError(f"{path}: not a loadable checkpoint: {reason}") from None
 
 
 def rng_state() -> dict:
@@ -70,14 +77,16 @@ def prepare_out_dir(out_dir: str | os.PathLike, resume: bool, overwrite: bool) -
     """
     out = Path(out_dir)
     last = out / LAST
-    if last.exists():
-        if resume:
-            return last
-        if not overwrite:
-            raise PacxError(f"{out}: holds a previous run ({LAST}); pass --resume true to continue it or "
-                            f"--overwrite true to replace it")
-    elif resume and any(out.glob("*.jsonl")):
-        raise PacxError(f"{out}: --resume given but there is no {LAST} to resume from")
+    # A run killed before its first checkpoint leaves its log and config: still a run whose files must not vanish.
+    found = [p for p in (last, out / "metrics.jsonl", out / "config.json") if p.exists()]
+    if resume and last.exists():
+        return last
+    if resume and found:
+        raise PacxError(f"{out}: --resume given but there is no {LAST} to resume from (the run stopped before its "
+                        f"first checkpoint); pass --overwrite true to start again")
+    if found and not overwrite:
+        raise PacxError(f"{out}: holds a previous run ({found[0].name}); pass --resume true to continue it or "
+                        f"--overwrite true to replace it")
     out.mkdir(parents=True, exist_ok=True)
     return None
 
