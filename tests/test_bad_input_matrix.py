@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
+from test_images import write_dicom
 from pacx.images import read_gray
 
 # The frozen ECG encoder is random in these tests (no ECGFounder file): its loud warning is expected.
@@ -88,29 +89,6 @@ def set_value(index, value):
         a[index] = value
         return a
     return fn
-
-
-def dicom(path: Path, pixels: np.ndarray, **attrs) -> None:
-    """A minimal uncompressed grayscale DICOM; `attrs` override data elements (None deletes one)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.2"
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit, ds.PixelRepresentation = 15, 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    for key, value in attrs.items():
-        if value is None:
-            delattr(ds, key)
-        else:
-            setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
 
 
 def ecg_record(t: Path, leads: int = 12, fs: float = 500, seconds: float = 10, nan_lead: int | None = None) -> Path:
@@ -258,10 +236,12 @@ CASES = [
          lambda t, w: (pngs(t / "data"), write(t / "data" / "scan.dcm", b"plain text, not DICOM\n" * 10)),
          [*MAE, "--data", "{t}/data"], "{t}/data/scan.dcm: not a DICOM file"),
     Case("DICOM without pixel data", "train_mae",
-         lambda t, w: (pngs(t / "data"), dicom(t / "data" / "nopix.dcm", np.ones((8, 8)), PixelData=None)),
+         lambda t, w: (pngs(t / "data"),
+                       write_dicom(t / "data" / "nopix.dcm", np.ones((8, 8), np.uint16), 16, PixelData=None)),
          [*MAE, "--data", "{t}/data"], "{t}/data/nopix.dcm: DICOM file has no PixelData"),
     Case("DICOM with truncated pixel data", "train_mae",
-         lambda t, w: (pngs(t / "data"), dicom(t / "data" / "short.dcm", np.ones((8, 8)), PixelData=b"\0" * 10)),
+         lambda t, w: (pngs(t / "data"),
+                       write_dicom(t / "data" / "short.dcm", np.ones((8, 8), np.uint16), 16, PixelData=b"\0" * 10)),
          [*MAE, "--data", "{t}/data"], "{t}/data/short.dcm: cannot decode DICOM pixels"),
     Case("CSV without the image column", "train_mae",
          lambda t, w: (pngs(t / "data"), write(t / "list.csv", "file\ndata/ok0.png\n")),
