@@ -7,15 +7,8 @@ tmp_path before the run still there with the same bytes (a fresh output folder m
 through their `main(argv)` for speed; the cases marked `subprocess` go through the real command line.
 A second, short table records inputs that look odd but are valid (16-bit PNGs, images of any size): they run.
 """
-import hashlib
-import importlib
-import os
-import shutil
-import subprocess
-import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -23,7 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT
+from bad_inputs import (
+    Case, EVAL, LABS, MAE, SYMILE, TASK, TRIPLETS, align_features, corrupt_npy,
+    image_csv_with_missing_file, rate_zero, seg_mask_wrong_size, stale_cache, truncated_cache_array,
+    truncated_dat, truncated_jpeg, cache, copy, edit_csv, edit_npy, pngs, previous_run, run_script,
+    set_cell, set_value, snapshot, symile, task, triplets, write,
+)
 from test_images import write_dicom
 from pacx.images import read_gray
 
@@ -49,188 +47,17 @@ def world(tmp_path_factory) -> Path:
     return root
 
 
-# ---- small writers for the bad inputs ----
-
-def copy(w: Path, t: Path, *names: str) -> None:
-    for name in names:
-        (shutil.copytree if (w / name).is_dir() else shutil.copy)(w / name, t / name)
-
-
-def pngs(folder: Path, n: int = 2, shape=(40, 40)) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / f"ok{i}.png")
-
-
-def write(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-
-
-def edit_csv(path: Path, fn: Callable[[pd.DataFrame], pd.DataFrame], out: Path | None = None) -> None:
-    fn(pd.read_csv(path, dtype=str, keep_default_na=False)).to_csv(out or path, index=False)
-
-
-def set_cell(row: int, column: str, value: str):
-    def fn(df):
-        df.loc[row, column] = value
-        return df
-    return fn
-
-
-def edit_npy(path: Path, fn: Callable[[np.ndarray], np.ndarray]) -> None:
-    np.save(path, fn(np.load(path)))
-
-
-def set_value(index, value):
-    def fn(a):
-        a = a.copy()
-        a[index] = value
-        return a
-    return fn
-
-
-def ecg_record(t: Path, leads: int = 12, fs: float = 500, seconds: float = 10, nan_lead: int | None = None) -> Path:
-    """Point triplets.csv's first (training) row at a new WFDB record {t}/ecg/first: the first `leads` standard leads
-    (ECGFounder order, mV), sampled at `fs` for `seconds`, lead `nan_lead` all NaN."""
-    import wfdb
-
-    from pacx.ecg_io import ECGFOUNDER_LEADS
-
-    n = int(fs * seconds)
-    sig = np.sin(np.linspace(0, 20 * np.pi, n))[:, None] * np.linspace(0.5, 1.5, leads)  # (L, leads) mV
-    if nan_lead is not None:
-        sig[:, nan_lead] = np.nan
-    wfdb.wrsamp("first", fs=fs, units=["mV"] * leads, sig_name=list(ECGFOUNDER_LEADS[:leads]), p_signal=sig,
-                fmt=["16"] * leads, adc_gain=[1000.0] * leads, baseline=[0] * leads, write_dir=str(t / "ecg"))
-    edit_csv(t / "triplets.csv", set_cell(0, "ecg_path", "ecg/first"))
-    return t / "ecg" / "first"
-
-
-def previous_run(out: Path, *names: str) -> None:
-    """A folder holding another run's files (their bytes must survive the refusal)."""
-    for name in names:
-        write(out / name, f"previous run's {name}\n")
-
-
-# ---- the scripts' tiny settings ({t} is the case's tmp_path) ----
-
-MAE = ["--model", "tiny", "--img_size", "32", "--workers", "0", "--device", "cpu", "--epochs", "1", "--max_steps",
-       "1", "--batch_size", "2", "--out_dir", "{t}/out"]
-LABS = ["--modality", "labs", "--workers", "0", "--device", "cpu", "--epochs", "1", "--max_steps", "1",
-        "--batch_size", "4", "--out_dir", "{t}/out"]
-DISTILL = ["--model", "tiny", "--img_size", "32", "--labs_dae", "{t}/dae.pt", "--targets_cache", "{t}/targets",
-           "--workers", "0", "--device", "cpu", "--epochs", "1", "--max_steps", "1", "--batch_size", "8",
-           "--out_dir", "{t}/out"]
-SYMILE = [*DISTILL, "--data", "{t}/data_npy", "--use_ecg", "false"]
-TRIPLETS = [*DISTILL, "--data", "{t}/triplets.csv", "--labs_table", "{t}/labs.csv"]
-EVAL = ["--backbones", "a=", "--model", "tiny", "--img_size", "32", "--workers", "0", "--device", "cpu", "--epochs",
-        "1", "--bootstrap", "10", "--batch_size", "4", "--fractions", "1.0", "--seg_epochs", "1", "--out_dir",
-        "{t}/out"]
-TASK = [*EVAL, "--task_csv", "{t}/images.csv", "--image_column", "path", "--label_columns", "fluid_overload",
-        "--task_type", "binary"]
-
-
-def symile(t: Path, w: Path) -> Path:
-    copy(w, t, "data_npy", "dae.pt")
-    return t / "data_npy" / "train"
-
-
-def triplets(t: Path, w: Path, **record) -> Path:
-    """The world's raw triplets; with `record` options, the first row's ECG replaced (see `ecg_record`)."""
-    copy(w, t, "images", "ecg", "triplets.csv", "labs.csv", "dae.pt")
-    return ecg_record(t, **record) if record else t / "ecg"
-
-
-def task(t: Path, w: Path) -> None:
-    copy(w, t, "images", "images.csv")
-
-
-@dataclass
-class Case:
-    id: str
-    script: str  # module whose main(argv) reads the input: train_mae, train_distill, evaluate, visualize, pacx.cache
-    build: Callable[[Path, Path], object]  # (tmp_path, world): write the bad input into tmp_path
-    argv: list[str]
-    expect: str  # what the error line must contain ({t}: tmp_path), at least the offending file, line or key
-    subprocess: bool = False
-    xfail: str = ""  # a known defect outside the reader modules: the reason, and the case must fail (strict)
-
-
-def _image_csv_with_missing_file(t, w):
-    pngs(t / "data")
-    write(t / "list.csv", "Path\ndata/ok0.png\ndata/ok1.png\ndata/gone.png\n")
-
-
-def _truncated_jpeg(t, w):
-    pngs(t / "data")
-    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64), dtype=np.uint8)).save(t / "a.jpg")
-    write(t / "data" / "cut.jpg", (t / "a.jpg").read_bytes()[:400])
-
-
-def cache(t: Path) -> None:
-    """{t}/images/ok0-2.png and their cache {t}/cache."""
-    from pacx.cache import build_cache
-
-    pngs(t / "images", 3)
-    build_cache(sorted((t / "images").glob("*.png")), t / "cache", size=16, log=None)
-
-
-def _stale_cache(t, w):
-    cache(t)
-    Image.fromarray(np.zeros((32, 32), np.uint8)).save(t / "images" / "ok0.png")  # changed after the build
-
-
-def _truncated_cache_array(t, w):
-    cache(t)
-    with open(t / "cache" / "images.npy", "r+b") as f:
-        f.truncate(500)
-
-
-def _seg_mask_wrong_size(t, w):
-    copy(w, t, "images", "masks", "segmentation.csv")
-    Image.fromarray(np.zeros((20, 24), np.uint8)).save(t / "masks" / "small.png")
-    edit_csv(t / "segmentation.csv", set_cell(1, "mask_path", "masks/small.png"))  # row 1 is a training row
-
-
-def _align_features(t, w, rows: int, nan_row: int | None = None):
-    task(t, w)
-    ecg = np.random.default_rng(0).normal(size=(rows, 8))
-    if nan_row is not None:
-        ecg[nan_row, 3] = np.nan
-    np.savez(t / "align.npz", ecg=ecg)
-
-
-def _truncated_dat(t, w):
-    dat = triplets(t, w, fs=500).with_suffix(".dat")
-    write(dat, dat.read_bytes()[:1000])
-
-
-def _rate_zero(t, w):
-    """The record line of a WFDB header is `name n_sig fs sig_len`: set its fs to 0."""
-    header = triplets(t, w, fs=500).with_suffix(".hea")
-    lines = header.read_text().splitlines()
-    fields = lines[0].split()
-    fields[2] = "0"
-    header.write_text("\n".join([" ".join(fields)] + lines[1:]) + "\n")
-
-
-def _corrupt_npy(t, w):
-    write(symile(t, w) / "labs_percentiles_train.npy", b"\x93NUMPY garbage")
-
-
 CASES = [
     # train_mae.py, images (folder, CSV) ----
     Case("missing data path", "train_mae", lambda t, w: None, [*MAE, "--data", "{t}/nowhere"],
          "{t}/nowhere: no such file or folder"),
-    Case("image file missing from the CSV", "train_mae", _image_csv_with_missing_file, [*MAE, "--data", "{t}/list.csv"],
+    Case("image file missing from the CSV", "train_mae", image_csv_with_missing_file, [*MAE, "--data", "{t}/list.csv"],
          "{t}/list.csv: 1 of 3 files in column 'Path' do not exist; first on line 4: {t}/data/gone.png",
          subprocess=True),
     Case("corrupt PNG", "train_mae",
          lambda t, w: (pngs(t / "data"), write(t / "data" / "bad.png", b"\x89PNG\r\n\x1a\n not an image")),
          [*MAE, "--data", "{t}/data"], "{t}/data/bad.png: not a readable image"),
-    Case("truncated JPEG", "train_mae", _truncated_jpeg, [*MAE, "--data", "{t}/data"],
+    Case("truncated JPEG", "train_mae", truncated_jpeg, [*MAE, "--data", "{t}/data"],
          "{t}/data/cut.jpg: not a readable image"),
     Case("not a DICOM file named .dcm", "train_mae",
          lambda t, w: (pngs(t / "data"), write(t / "data" / "scan.dcm", b"plain text, not DICOM\n" * 10)),
@@ -272,9 +99,9 @@ CASES = [
          lambda t, w: (pngs(t / "images"), write(t / "mine" / "notes.txt", "keep me\n")),
          ["--data", "{t}/images", "--out", "{t}/mine", "--size", "16", "--workers", "0"],
          "{t}/mine: exists and is not a pacx image cache"),
-    Case("cache whose source image changed", "train_mae", _stale_cache, [*MAE, "--data", "{t}/cache"],
+    Case("cache whose source image changed", "train_mae", stale_cache, [*MAE, "--data", "{t}/cache"],
          "{t}/images/ok0.png: changed since the cache was built"),
-    Case("cache with a truncated array", "train_mae", _truncated_cache_array, [*MAE, "--data", "{t}/cache"],
+    Case("cache with a truncated array", "train_mae", truncated_cache_array, [*MAE, "--data", "{t}/cache"],
          "{t}/cache/images.npy: not a readable .npy array"),
     # train_mae.py --modality labs ----
     Case("labs table missing", "train_mae", lambda t, w: None, [*LABS, "--data", "{t}/labs.csv"],
@@ -300,7 +127,7 @@ CASES = [
     Case("observed mask not 0/1", "train_mae",
          lambda t, w: edit_npy(symile(t, w) / "labs_missingness_train.npy", set_value((1, 1), 2)),
          [*LABS, "--data", "{t}/data_npy"], "{t}/data_npy/train/labs_missingness_train.npy: the observed mask must"),
-    Case("corrupt .npy file", "train_mae", _corrupt_npy, [*LABS, "--data", "{t}/data_npy"],
+    Case("corrupt .npy file", "train_mae", corrupt_npy, [*LABS, "--data", "{t}/data_npy"],
          "{t}/data_npy/train/labs_percentiles_train.npy: not a readable .npy array"),
     # train_distill.py on Symile-MIMIC arrays ----
     Case("Symile array lengths disagree", "train_distill",
@@ -352,12 +179,12 @@ CASES = [
     Case("WFDB record whose header is gone", "train_distill",
          lambda t, w: triplets(t, w, fs=500).with_suffix(".hea").unlink(), TRIPLETS,
          "{t}/ecg/first.hea does not exist"),
-    Case("WFDB signal file shorter than its header says", "train_distill", _truncated_dat, TRIPLETS,
+    Case("WFDB signal file shorter than its header says", "train_distill", truncated_dat, TRIPLETS,
          "{t}/ecg/first: wfdb could not read the record"),
     Case("ECG sampled too slowly to resample (50 Hz)", "train_distill", lambda t, w: triplets(t, w, fs=50),
          TRIPLETS, "{t}/ecg/first: expected a sampling rate above 80 Hz (ECGFounder filters to 0.67-40 Hz), found "
                    "50 Hz"),
-    Case("ECG header with sampling rate 0", "train_distill", _rate_zero, TRIPLETS,
+    Case("ECG header with sampling rate 0", "train_distill", rate_zero, TRIPLETS,
          "{t}/ecg/first: expected a sampling rate above 80 Hz (ECGFounder filters to 0.67-40 Hz), found 0 Hz"),
     Case("ECG shorter than 5 s at its own rate", "train_distill", lambda t, w: triplets(t, w, fs=1000, seconds=2),
          TRIPLETS, "{t}/ecg/first: record is 2.00 s long, expected at least 5.0 s"),
@@ -385,11 +212,11 @@ CASES = [
     Case("task image missing", "evaluate", lambda t, w: (task(t, w), (t / "images" / pd.read_csv(
          t / "images.csv")["path"][10].split("/")[1]).unlink()), TASK, "{t}/images.csv: 1 of 16 files in column "
                                                                      "'path' do not exist; first on line 12"),
-    Case("segmentation mask of another size than its image", "evaluate", _seg_mask_wrong_size,
+    Case("segmentation mask of another size than its image", "evaluate", seg_mask_wrong_size,
          [*EVAL, "--seg_csv", "{t}/segmentation.csv"], "{t}/masks/small.png: mask is (20, 24) but image {t}/images/"),
-    Case("alignment targets with NaN", "evaluate", lambda t, w: _align_features(t, w, 16, nan_row=9),
+    Case("alignment targets with NaN", "evaluate", lambda t, w: align_features(t, w, 16, nan_row=9),
          [*TASK, "--align_features", "{t}/align.npz"], "{t}/align.npz: 'ecg' has a non-finite value in row 9"),
-    Case("alignment targets with too few rows", "evaluate", lambda t, w: _align_features(t, w, 12),
+    Case("alignment targets with too few rows", "evaluate", lambda t, w: align_features(t, w, 12),
          [*TASK, "--align_features", "{t}/align.npz"], "{t}/align.npz: 'ecg' must be (rows, features) with at least "
                                                        "16 rows"),
     Case("backbone checkpoint that is not one", "evaluate",
@@ -416,25 +243,6 @@ CASES = [
 ]
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def run_script(script: str, argv: list[str], capsys, in_subprocess: bool) -> tuple[int, str]:
-    """(exit status, stderr) of `script` run with `argv`, in this process or through the command line."""
-    if in_subprocess:
-        cmd = [sys.executable, "-m", script] if "." in script else [sys.executable, str(ROOT / f"{script}.py")]
-        res = subprocess.run(cmd + argv, cwd=ROOT, capture_output=True, text=True, timeout=120,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-        return res.returncode, res.stderr
-    capsys.readouterr()
-    try:
-        importlib.import_module(script).main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case", [
