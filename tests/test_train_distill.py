@@ -133,3 +133,34 @@ def test_raw_triplets_give_the_targets_of_the_symile_arrays(tmp_path):
     torch.testing.assert_close(raw["labs"], arrays["labs"], atol=1e-5, rtol=0)
     cos = torch.nn.functional.cosine_similarity(raw["ecg"], arrays["ecg"], dim=1)
     assert cos.min() > 0.999, cos
+
+
+def test_bad_sample_on_rank_1_ends_both_ranks(ready, tmp_path):
+    """A NaN image row that only rank 1 reads: rank 1 names the file and row, rank 0 stops because its peer did, the
+    run exits non-zero promptly (no deadlock in the InfoNCE gather) with no traceback from either rank."""
+    import shutil
+
+    from pacx.loader import GlobalBatchSampler
+
+    world = tmp_path / "world"
+    shutil.copytree(ready / "data_npy", world / "data_npy")
+    for name in ("mae.pt", "dae.pt"):
+        shutil.copy(ready / name, world / name)
+    sampler = GlobalBatchSampler(32, 8, 1, 2, 0)
+    sampler.set_epoch(0)
+    bad_row = next(iter(sampler))[0]  # rank 1's first sample of the first step
+    cxr_file = world / "data_npy" / "train" / "cxr_train.npy"
+    cxr = np.load(cxr_file)
+    cxr[bad_row, 0, 0, 0] = np.nan
+    np.save(cxr_file, cxr)
+    res = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519", SCRIPT,
+         "--data", str(world / "data_npy"), "--init", str(world / "mae.pt"), "--labs_dae", str(world / "dae.pt"),
+         "--targets_cache", str(world / "targets"), "--workers", "0", "--use_ecg", "false", "--batch_size", "8",
+         "--epochs", "1", "--seed", "0", "--out_dir", str(tmp_path / "run")],
+        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=180)
+    assert res.returncode != 0
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert errors and errors[0].startswith(f"error: rank 1: {cxr_file}: row {bad_row}: expected finite"), errors
+    assert all(e.startswith("error: rank 0 stopped because another process stopped") for e in errors[1:]), errors
+    assert "[rank0]: Traceback" not in res.stderr and "[rank1]: Traceback" not in res.stderr
