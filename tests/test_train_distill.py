@@ -164,3 +164,31 @@ def test_bad_sample_on_rank_1_ends_both_ranks(ready, tmp_path):
     assert errors and errors[0].startswith(f"error: rank 1: {cxr_file}: row {bad_row}: expected finite"), errors
     assert all(e.startswith("error: rank 0 stopped because another process stopped") for e in errors[1:]), errors
     assert "[rank0]: Traceback" not in res.stderr and "[rank1]: Traceback" not in res.stderr
+
+
+def test_skip_nonfinite_skips_a_nan_step_and_counts_it(ready, tmp_path, monkeypatch):
+    """--skip_nonfinite: a NaN loss at step 2 leaves the weights of step 1 and is counted; without it the run stops."""
+    import train_distill
+    from pacx.pacx_model import PaCX
+
+    args = ["--data", str(ready / "data_npy"), "--init", str(ready / "mae.pt"), "--labs_dae", str(ready / "dae.pt"),
+            "--targets_cache", str(ready / "targets"), "--workers", "0", "--log_every", "1", "--batch_size", "8",
+            "--epochs", "1", "--val_split", ""]
+    train_distill.main([*args, "--max_steps", "1", "--out_dir", str(tmp_path / "ref")])
+    real, calls = PaCX.forward, {"n": 0}
+
+    def forward(self, *a):
+        loss, parts, out = real(self, *a)
+        calls["n"] += 1
+        return (loss * float("nan"), parts, out) if calls["n"] == 2 else (loss, parts, out)
+
+    monkeypatch.setattr(PaCX, "forward", forward)
+    train_distill.main([*args, "--max_steps", "2", "--skip_nonfinite", "--out_dir", str(tmp_path / "skip")])
+    a, b = load(tmp_path / "ref" / LAST), load(tmp_path / "skip" / LAST)
+    assert b["step"] == 2 and b["counters"] == {"skipped": 1}
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    calls["n"] = 0
+    with pytest.raises(SystemExit) as stopped:
+        train_distill.main([*args, "--max_steps", "2", "--out_dir", str(tmp_path / "stop")])
+    assert stopped.value.code == 2
