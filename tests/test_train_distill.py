@@ -38,7 +38,7 @@ def ready(tmp_path_factory):
     return root
 
 
-def run(args, world_root, out, extra_env=None, torchrun=False, popen=False):
+def run(args, world_root, out, extra_env=None, torchrun=False, popen=False, timeout=None):
     common = ["--data", str(world_root / "data_npy"), "--init", str(world_root / "mae.pt"), "--labs_dae",
               str(world_root / "dae.pt"), "--targets_cache", str(world_root / "targets"), "--workers", "0",
               "--log_every", "1", "--warmup_epochs", "1", "--out_dir", str(out)]
@@ -48,7 +48,7 @@ def run(args, world_root, out, extra_env=None, torchrun=False, popen=False):
     if popen:
         return subprocess.Popen(cmd + common + args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-    return subprocess.run(cmd + common + args, cwd=ROOT, env=env, capture_output=True, text=True)
+    return subprocess.run(cmd + common + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_target_cache_is_reused_and_keyed_by_weights(ready):
@@ -153,12 +153,8 @@ def test_bad_sample_on_rank_1_ends_both_ranks(ready, tmp_path):
     cxr = np.load(cxr_file)
     cxr[bad_row, 0, 0, 0] = np.nan
     np.save(cxr_file, cxr)
-    res = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519", SCRIPT,
-         "--data", str(world / "data_npy"), "--init", str(world / "mae.pt"), "--labs_dae", str(world / "dae.pt"),
-         "--targets_cache", str(world / "targets"), "--workers", "0", "--use_ecg", "false", "--batch_size", "8",
-         "--epochs", "1", "--seed", "0", "--out_dir", str(tmp_path / "run")],
-        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=180)
+    res = run(["--use_ecg", "false", "--batch_size", "8", "--epochs", "1", "--seed", "0"], world, tmp_path / "run",
+              torchrun=True, timeout=180)
     assert res.returncode != 0
     errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
     assert errors and errors[0].startswith(f"error: rank 1: {cxr_file}: row {bad_row}: expected finite"), errors

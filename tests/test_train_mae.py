@@ -24,6 +24,13 @@ def run(args, **kw):
     return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, cwd=ROOT, **kw)
 
 
+def torchrun(args, port: int, timeout: float = 300):
+    """train_mae.py under torchrun with 2 gloo processes of one thread each."""
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", SCRIPT, *args],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def image_dir(tmp_path_factory):
     """Twelve small gray PNGs with structure (a disc of varying size and place), 8- and 16-bit."""
@@ -72,11 +79,7 @@ def test_two_processes_equal_one_process(image_dir, tmp_path, accum):
     common = ["--data", str(image_dir), *TINY, "--batch_size", "4", "--max_steps", "2", "--epochs", "2"]
     one = run([*common, "--out_dir", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={29517 + accum}",
-         SCRIPT, *common, "--accum_steps", str(accum), "--out_dir", str(tmp_path / "two")],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    two = torchrun([*common, "--accum_steps", str(accum), "--out_dir", str(tmp_path / "two")], 29517 + accum)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
     assert a.keys() == b.keys()
@@ -222,11 +225,9 @@ def test_bad_image_on_one_rank_ends_every_rank(tmp_path, seed, workers):
         sampler.set_epoch(0)
         ranks += [rank] * (5 in [i for i, _ in sampler])
     bad_rank, = ranks
-    res = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={29530 + seed}",
-         SCRIPT, "--data", str(tmp_path), "--model", "tiny", "--img_size", "32", "--workers", str(workers),
-         "--batch_size", "4", "--epochs", "2", "--seed", str(seed), "--out_dir", str(tmp_path / "run")],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    res = torchrun(["--data", str(tmp_path), "--model", "tiny", "--img_size", "32", "--workers", str(workers),
+                    "--batch_size", "4", "--epochs", "2", "--seed", str(seed), "--out_dir", str(tmp_path / "run")],
+                   29530 + seed, timeout=120)
     assert res.returncode != 0
     errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
     assert errors[0].startswith(f"error: rank {bad_rank}: {tmp_path / '5.png'}: not a readable image"), errors
@@ -245,10 +246,7 @@ def test_labs_two_processes_with_accumulation_equal_one_process(tmp_path):
               "--epochs", "1", "--warmup_steps", "1", "--log_every", "1"]
     one = run([*common, "--out_dir", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29541", SCRIPT,
-         *common, "--accum_steps", "2", "--out_dir", str(tmp_path / "two")],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    two = torchrun([*common, "--accum_steps", "2", "--out_dir", str(tmp_path / "two")], 29541)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
     for k in a:
