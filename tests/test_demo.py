@@ -1,4 +1,5 @@
-"""The one-command demo at a miniature size: every stage runs and every output file exists and parses."""
+"""The one-command demo at a miniature size: every stage runs, every output file exists and parses, and the outputs
+equal the pinned fingerprint of tests/golden/demo_mini.json (tests/pipeline_pin.py says how close, and why)."""
 import json
 import subprocess
 import sys
@@ -6,6 +7,9 @@ import sys
 from PIL import Image
 
 from conftest import ROOT
+from pipeline_pin import compare, fingerprint
+
+GOLDEN = ROOT / "tests" / "golden" / "demo_mini.json"
 
 
 def test_demo_pipeline_writes_every_output(tmp_path):
@@ -33,3 +37,5 @@ def test_demo_pipeline_writes_every_output(tmp_path):
         with Image.open(f) as im:
             assert im.format == "PNG" and im.width == 1200 and im.height >= 300
     assert "Everything is in" in res.stdout
+    moved = compare(fingerprint(out), json.loads(GOLDEN.read_text()))
+    assert not moved, f"{len(moved)} pinned values moved, e.g. " + "; ".join(moved[:5])

@@ -1,4 +1,5 @@
 """train_distill.py end to end on a tiny synthetic world: 1 vs 2 processes, kill-and-resume, target cache, export."""
+import json
 import os
 import subprocess
 import sys
@@ -61,17 +62,33 @@ def test_target_cache_is_reused_and_keyed_by_weights(ready):
 
 
 def test_two_processes_equal_one_process(ready, tmp_path):
-    args = ["--batch_size", "8", "--max_steps", "2", "--epochs", "1", "--lora_dropout", "0", "--head_dropout", "0",
-            "--val_split", ""]
+    """Two gloo ranks (global-batch InfoNCE negatives, averaged gradients) against one process on the same batches.
+
+    What is compared is what rounding cannot amplify. The loss of every step, to rtol 1e-4: step 1 sees the same
+    weights (reduction order is the only difference), later steps weights that differ only where Adam turned
+    rounding noise into a step, i.e. on elements whose gradient is near 0, which moves the loss at second order.
+    The weights: every element within Adam's bound of lr per step (3 steps, lr 1e-4: a change of rule would move
+    most elements by that much), and the median element to rounding (1e-6)."""
+    steps, lr = 3, 1e-4
+    args = ["--batch_size", "8", "--max_steps", str(steps), "--epochs", "1", "--lora_dropout", "0",
+            "--head_dropout", "0", "--val_split", "", "--lr", str(lr)]
     one = run(args, ready, tmp_path / "one")
     assert one.returncode == 0, one.stderr[-2000:]
     two = run(args, ready, tmp_path / "two", torchrun=True)
     assert two.returncode == 0, two.stderr[-3000:]
+    logs = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+            for d in ("one", "two")]
+    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == list(range(1, steps + 1))
+    for r1, r2 in zip(*logs):
+        for key in ("total", "contrastive", "regression"):
+            assert abs(r1[key] - r2[key]) <= 1e-4 * abs(r1[key]), (r1["step"], key, r1[key], r2[key])
     a, b = load(tmp_path / "one" / LAST)["model"], load(tmp_path / "two" / LAST)["model"]
     start = load(ready / "mae.pt")["model"]
     assert not torch.equal(a["encoder.norm.weight"], start["norm.weight"])  # it trained
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=2e-6, rtol=1e-5, msg=k)
+    trained = [k for k in a if not torch.equal(a[k], start.get(k.removeprefix("encoder."), a[k] + 1))]
+    diff = torch.cat([(a[k] - b[k]).abs().reshape(-1) for k in trained])
+    assert diff.max() <= steps * lr * 1.01, diff.max()
+    assert diff.median() <= 1e-6, diff.median()
 
 
 def test_killed_and_resumed_run_is_bit_identical(ready, tmp_path):
