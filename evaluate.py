@@ -17,7 +17,7 @@ segmentation decoder on frozen patch tokens (Dice, IoU); ridge alignment probe t
 
 A CSV argument is one file with a split column (train / val / test) or three comma-separated files train,val,test.
 Writes out_dir/results.json (every number with its interval) and out_dir/results.md (paper-style tables). Fine-tuning
-runs checkpoint themselves in out_dir/finetune/ (pacx.finetune): after a crash, --resume continues bit-identically.
+runs checkpoint themselves in out_dir/finetune/ (pacx.eval.finetune): after a crash, --resume continues bit-identically.
 """
 import json
 from dataclasses import asdict, dataclass
@@ -27,21 +27,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pacx.alignment import alignment_probe, random_pair_baseline, summarize
-from pacx.bootstrap import bootstrap, bootstrap_ci, paired_bootstrap
+from pacx.eval.alignment import alignment_probe, random_pair_baseline, summarize
+from pacx.eval.bootstrap import bootstrap, bootstrap_ci, paired_bootstrap
 from pacx.config import opt, parse_config
-from pacx.datasets import ImageCSV, SegmentationCSV
+from pacx.data.datasets import ImageCSV, SegmentationCSV
 from pacx.dist import init_runtime
 from pacx.errors import PacxError, exit_on_error
-from pacx.eval_io import SPLITS, jsonable, load_targets, read_splits, table
-from pacx.lowlabel import subsample_indices
-from pacx.metrics import TASKS, classification_metrics, single_class_columns, tune_threshold
-from pacx.finetune import finetune_run, prepare_eval_dir, prepare_finetune, run_file
-from pacx.probe import (ProbeConfig, extract_features, image_label_sample, num_outputs, row_loader, to_probabilities,
+from pacx.eval.splits import SPLITS, jsonable, load_targets, read_splits, table
+from pacx.eval.lowlabel import subsample_indices
+from pacx.eval.metrics import TASKS, classification_metrics, single_class_columns, tune_threshold
+from pacx.eval.finetune import finetune_run, prepare_eval_dir, prepare_finetune, run_file
+from pacx.eval.probe import (ProbeConfig, extract_features, image_label_sample, num_outputs, row_loader, to_probabilities,
                         train_linear_probe)
-from pacx.rollout import difference_rgb, overlay, rollout_input, rollout_map, save_row, upsample_minmax
-from pacx.segmentation import SegConfig, evaluate_segmentation, seg_item, train_segmentation
-from pacx.vit import PRESETS, VisionTransformer
+from pacx.eval.rollout import difference_rgb, overlay, rollout_input, rollout_map, save_row, upsample_minmax
+from pacx.eval.segmentation import SegConfig, evaluate_segmentation, seg_item, train_segmentation
+from pacx.models.vit import PRESETS, VisionTransformer
 from pacx.weights import checkpoint_vit_config, load_vit_weights
 
 # What a fine-tuning run's file must have been written with to be resumed (with the backbone and label fraction).

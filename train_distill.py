@@ -5,7 +5,7 @@ ViT for image-only use.
 DESIGN.md "Stage 2": LoRA r 8 / alpha 16 / dropout 0.1 on qkv, fc1, fc2 (+ the final LayerNorm trains); five heads;
 L = 0.5 * InfoNCE (global-batch negatives, learnable temperature) + 1.0 * cosine regression; AdamW 1e-4 wd 0.05 on
 every trainable parameter; 5 warmup epochs then cosine with floor 0.01, stepped per epoch; 50 epochs; global batch
-128; gradient clip 1.0; seed 42. Targets are computed once by `pacx.targets` and cached.
+128; gradient clip 1.0; seed 42. Targets are computed once by `pacx.data.targets` and cached.
 
     python train_distill.py --data data_npy --init runs/mae/last.pt --labs_dae runs/labs/last.pt \
         --ecg_weights 12_lead_ECGFounder.pth
@@ -22,18 +22,18 @@ import torch.distributed as dist
 
 from pacx import checkpoint as ckpt
 from pacx.config import opt, parse_config
-from pacx.datasets import SymileMIMIC, file_column, read_table
+from pacx.data.datasets import SymileMIMIC, file_column, read_table
 from pacx.dist import all_reduce_mean, init_runtime, shutdown, wrap_for_training
 from pacx.errors import DataError, PacxError, exit_on_error
-from pacx.heads import HeadsConfig, retrieval_metrics
+from pacx.models.heads import HeadsConfig, retrieval_metrics
 from pacx.loader import GlobalBatchSampler, SeededView, check_batch, make_loader
 from pacx.optim import finish_step, lr_factor, make_adamw, param_groups, set_lr
-from pacx.pacx_model import PaCX, PaCXConfig, export_checkpoint
+from pacx.models.pacx_model import PaCX, PaCXConfig, export_checkpoint
 from pacx.runlog import LossMeter, Progress, open_run
-from pacx.images import read_rgb_tensor
-from pacx.targets import symile_targets, triplet_targets
-from pacx.transforms import denormalize, distill_train, eval_resize
-from pacx.vit import PRESETS, VisionTransformer
+from pacx.data.images import read_rgb_tensor
+from pacx.data.targets import symile_targets, triplet_targets
+from pacx.data.transforms import denormalize, distill_train, eval_resize
+from pacx.models.vit import PRESETS, VisionTransformer
 from pacx.weights import checkpoint_vit_config, load_vit_weights
 
 

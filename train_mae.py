@@ -20,13 +20,13 @@ from pacx import checkpoint as ckpt
 from pacx.config import opt, parse_config
 from pacx.dist import all_reduce_mean, init_runtime, micro_batches, shutdown, sync_gradients, wrap_for_training
 from pacx.errors import PacxError, exit_on_error
-from pacx.labs_dae import LabDAE, LabDAEConfig
+from pacx.models.labs_dae import LabDAE, LabDAEConfig
 from pacx.loader import GlobalBatchSampler, SeededView, check_batch, make_loader
-from pacx.mae import MAE_PRESETS, MaskedAutoencoder
+from pacx.models.mae import MAE_PRESETS, MaskedAutoencoder
 from pacx.optim import finish_step, lr_factor, make_adamw, param_groups, set_lr
 from pacx.runlog import LossMeter, Progress, open_run
-from pacx.stage1_data import image_dataset, lab_arrays
-from pacx.transforms import mae_train
+from pacx.data.stage1 import image_dataset, lab_arrays
+from pacx.data.transforms import mae_train
 from pacx.weights import load_mae_weights
 
 

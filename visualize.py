@@ -4,7 +4,7 @@ training curves, each a PNG in --out_dir.
 DESIGN.md "Stage 1a" (what the 90%-masked MAE reconstructs; the MAE demo's four panels) and "Stage 3" (attention
 rollout: mean over heads, + identity, row-normalise, multiply through the layers, CLS row over the patches,
 upsample, min-max; MAE vs PaCX and their difference; low-data regime at 1% / 10% / 100% with 95% bootstrap CIs).
-Rollout follows the reference `Stage3_VIS.ipynb` through `pacx.rollout`, including its quirk of feeding [0, 1]
+Rollout follows the reference `Stage3_VIS.ipynb` through `pacx.eval.rollout`, including its quirk of feeding [0, 1]
 pixels without ImageNet normalisation (`--rollout_imagenet_norm true` for the clean input).
 
     python visualize.py --what recon --mae runs/mae/last.pt --images samples/ --num_images 4
@@ -22,16 +22,16 @@ from pathlib import Path
 
 import torch
 
-from pacx import plots
+from pacx.eval import plots
 from pacx.checkpoint import load
 from pacx.config import opt, parse_config
 from pacx.errors import PacxError, exit_on_error
-from pacx.mae import MAE_PRESETS, MaskedAutoencoder, mae_config_from_dict, patchify
-from pacx.rollout import rollout_input, rollout_map
+from pacx.models.mae import MAE_PRESETS, MaskedAutoencoder, mae_config_from_dict, patchify
+from pacx.eval.rollout import rollout_input, rollout_map
 from pacx.runlog import read_jsonl
-from pacx.stage1_data import image_dataset
-from pacx.transforms import eval_resize
-from pacx.vit import PRESETS, VisionTransformer
+from pacx.data.stage1 import image_dataset
+from pacx.data.transforms import eval_resize
+from pacx.models.vit import PRESETS, VisionTransformer
 from pacx.weights import checkpoint_vit_config, load_mae_weights, load_vit_weights
 
 WHAT = ("recon", "rollout", "lowlabel", "curves")

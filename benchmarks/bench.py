@@ -5,14 +5,14 @@
     python -m benchmarks.bench --quick               # tiny models, a few seconds on CPU (CI)
 
 What is compared (DESIGN.md "Stage 1a" and "Stage 2" models, at their reference settings):
-1. ViT forward + backward: `pacx.vit.VisionTransformer(vit_base())` vs timm `vit_base_patch16_224` with the same
+1. ViT forward + backward: `pacx.models.vit.VisionTransformer(vit_base())` vs timm `vit_base_patch16_224` with the same
    weights and batch; the time ratio pacx / timm (<= 1 means pacx is as fast or faster).
-2. MAE training step (forward, backward, AdamW): `pacx.mae.MaskedAutoencoder` vs `OfficialStyleMAE`, the
+2. MAE training step (forward, backward, AdamW): `pacx.models.mae.MaskedAutoencoder` vs `OfficialStyleMAE`, the
    facebookresearch/mae `models_mae.py` model rebuilt here from timm's `PatchEmbed` and `Block` as the official code
    builds it, with the official optimizer (plain `torch.optim.AdamW`; pacx uses the fused kernel). Images/s.
 3. Stage-2 step (PaCX, LoRA on qkv/fc1/fc2, random ECG / lab targets) vs the same step with every block unfrozen
    (the reference's `last_n` strategy at n = depth): what LoRA's frozen base weights save or cost. Images/s.
-4. Data loading, one process and one thread (what one DataLoader worker does): `pacx.cache.CachedImages` +
+4. Data loading, one process and one thread (what one DataLoader worker does): `pacx.data.cache.CachedImages` +
    `mae_train` vs decoding the original files (`ImageFolderList` + `mae_train`), on generated 512 x 512 PNGs or
    `--data`. Images/s per worker.
 5. Achieved FLOP/s of the ViT and MAE training steps (matmul FLOPs counted analytically, `vit_train_flops` /
@@ -41,18 +41,18 @@ import torch.nn as nn
 from PIL import Image
 
 from benchmarks.official_mae import OfficialStyleMAE, _timm_vit
-from pacx.cache import CachedImages, build_cache
+from pacx.data.cache import CachedImages, build_cache
 from pacx.config import opt, parse_config
-from pacx.datasets import ImageFolderList
+from pacx.data.datasets import ImageFolderList
 from pacx.dist import init_runtime
 from pacx.errors import PacxError, exit_on_error
-from pacx.flops import mae_train_flops, vit_train_flops
-from pacx.heads import HeadsConfig
-from pacx.mae import MAEConfig, MaskedAutoencoder, mae_base, mae_tiny
+from benchmarks.flops import mae_train_flops, vit_train_flops
+from pacx.models.heads import HeadsConfig
+from pacx.models.mae import MAEConfig, MaskedAutoencoder, mae_base, mae_tiny
 from pacx.optim import make_adamw, param_groups
-from pacx.pacx_model import PaCX, PaCXConfig
-from pacx.transforms import mae_train
-from pacx.vit import ViTConfig, VisionTransformer
+from pacx.models.pacx_model import PaCX, PaCXConfig
+from pacx.data.transforms import mae_train
+from pacx.models.vit import ViTConfig, VisionTransformer
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from NVIDIA's data sheets, matched as substrings of
 # torch.cuda.get_device_name() in this order (more specific names first).
@@ -204,7 +204,7 @@ def bench_loading(cfg: Config, n: int, side: int, cache_size: int, img_size: int
     """Images/s of one single-threaded process (a DataLoader worker) producing MAE training inputs."""
     with tempfile.TemporaryDirectory() as tmp:
         if cfg.data:
-            from .stage1_data import image_dataset
+            from pacx.data.stage1 import image_dataset
 
             files = image_dataset(cfg.data, cfg.image_column)
             n = min(n, len(files))

@@ -37,10 +37,10 @@ from benchmarks.bench import _free, _train_step, median_step_seconds, run_benchm
 from pacx.config import opt
 from pacx.dist import micro_batches, sync_gradients
 from pacx.errors import exit_on_error
-from pacx.mae import MaskedAutoencoder, mae_base, mae_tiny
+from pacx.models.mae import MaskedAutoencoder, mae_base, mae_tiny
 from pacx.optim import make_adamw, param_groups
-from pacx.transforms import mae_train
-from pacx.vit import VisionTransformer
+from pacx.data.transforms import mae_train
+from pacx.models.vit import VisionTransformer
 
 
 @dataclass

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from pacx.errors import PacxError
-from pacx.mae import MAEConfig, patchify
+from pacx.models.mae import MAEConfig, patchify
 
 
 def _timm_vit():

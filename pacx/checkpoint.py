@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import PacxError
+from pacx.errors import PacxError
 
 LAST = "last.pt"
 

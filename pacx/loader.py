@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from .errors import DataError
+from pacx.errors import DataError
 
 
 class GlobalBatchSampler(Sampler):

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from .dist import all_reduce_mean
+from pacx.dist import all_reduce_mean
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:

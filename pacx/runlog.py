@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import PacxError
+from pacx.errors import PacxError
 
 
 class JsonlLog:
@@ -110,7 +110,7 @@ def open_run(out: Path, rt, resume_from: Path | None, model, optimizer, config: 
     """Start or resume a training run in `out`: restore the state of `resume_from` (model, optimizer, RNGs and the
     run's `counters`, updated in place), cut the metrics log back to its step and write config.json.
     Returns (step, log)."""
-    from .checkpoint import restore_training_state
+    from pacx.checkpoint import restore_training_state
 
     step = 0
     if resume_from is not None:

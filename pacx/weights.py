@@ -7,17 +7,17 @@ Layouts (DESIGN.md "Stage 1a", Checkpoints):
 - pacx's own checkpoints: {'model': ..., 'config': {'kind': 'mae' | 'vit' | ...}, ...};
 - original PaCX-MAE Lightning Stage 1: {'state_dict': {'model.<MAE key>': ...}};
 - original PaCX-MAE Lightning Stage 2: {'state_dict': {'cxr_encoder.base_model.model.<ViT key>': ...}} with peft LoRA
-  layers, and pacx's own Stage-2 `last.pt` ('encoder.<ViT key>' with `pacx.lora` layers): the adapters are merged
+  layers, and pacx's own Stage-2 `last.pt` ('encoder.<ViT key>' with `pacx.models.lora` layers): the adapters are merged
   (W + alpha / r * B @ A, alpha / r = 2 in the reference), giving plain ViT keys.
 Everything goes through `pacx.checkpoint.load` (weights_only=True). Loads are strict: a mismatch names the keys.
 """
 import torch
 
-from .checkpoint import load
-from .errors import PacxError
-from .lora import ORIGINAL_ENCODER_PREFIX, from_original_pacx_stage2
-from .mae import DECODER_PREFIXES, MaskedAutoencoder
-from .vit import ViTConfig, VisionTransformer, resize_pos_embed
+from pacx.checkpoint import load
+from pacx.errors import PacxError
+from pacx.models.lora import ORIGINAL_ENCODER_PREFIX, from_original_pacx_stage2
+from pacx.models.mae import DECODER_PREFIXES, MaskedAutoencoder
+from pacx.models.vit import ViTConfig, VisionTransformer, resize_pos_embed
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 

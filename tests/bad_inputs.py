@@ -64,7 +64,7 @@ def ecg_record(t: Path, leads: int = 12, fs: float = 500, seconds: float = 10, n
     (ECGFounder order, mV), sampled at `fs` for `seconds`, lead `nan_lead` all NaN."""
     import wfdb
 
-    from pacx.ecg_io import ECGFOUNDER_LEADS
+    from pacx.data.ecg_io import ECGFOUNDER_LEADS
 
     n = int(fs * seconds)
     sig = np.sin(np.linspace(0, 20 * np.pi, n))[:, None] * np.linspace(0.5, 1.5, leads)  # (L, leads) mV
@@ -118,7 +118,7 @@ def task(t: Path, w: Path) -> None:
 @dataclass
 class Case:
     id: str
-    script: str  # module whose main(argv) reads the input: train_mae, train_distill, evaluate, visualize, pacx.cache
+    script: str  # module whose main(argv) reads the input: train_mae, train_distill, evaluate, visualize, pacx.data.cache
     build: Callable[[Path, Path], object]  # (tmp_path, world): write the bad input into tmp_path
     argv: list[str]
     expect: str  # what the error line must contain ({t}: tmp_path), at least the offending file, line or key
@@ -139,7 +139,7 @@ def truncated_jpeg(t, w):
 
 def cache(t: Path) -> None:
     """{t}/images/ok0-2.png and their cache {t}/cache."""
-    from pacx.cache import build_cache
+    from pacx.data.cache import build_cache
 
     pngs(t / "images", 3)
     build_cache(sorted((t / "images").glob("*.png")), t / "cache", size=16, log=None)

@@ -1,10 +1,10 @@
-"""Physiology alignment probe (pacx/alignment.py): a linear world is recovered (high R^2, cosine and R@1), random
+"""Physiology alignment probe (pacx/eval/alignment.py): a linear world is recovered (high R^2, cosine and R@1), random
 features score at chance, and retrieval ranks / centring match hand examples."""
 import numpy as np
 import pytest
 from sklearn.metrics import r2_score
 
-from pacx.alignment import alignment_probe, random_pair_baseline, retrieval_ranks, row_cosine
+from pacx.eval.alignment import alignment_probe, random_pair_baseline, retrieval_ranks, row_cosine
 
 
 def world(n=300, d=24, e=16, seed=0, linked=True):

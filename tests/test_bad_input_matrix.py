@@ -23,7 +23,7 @@ from bad_inputs import (
     set_cell, set_value, snapshot, symile, task, triplets, write,
 )
 from test_images import write_dicom
-from pacx.images import read_gray
+from pacx.data.images import read_gray
 
 # The frozen ECG encoder is random in these tests (no ECGFounder file): its loud warning is expected.
 pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM")
@@ -34,9 +34,9 @@ def world(tmp_path_factory) -> Path:
     """A pristine 8/4/4-patient synthetic world (images, masks, labs, WFDB, Symile arrays) with a tiny MAE and lab
     DAE checkpoint. Cases copy what they need out of it, so it is never modified."""
     from pacx.checkpoint import save_atomic
-    from pacx.labs_dae import LabDAE, lab_dae_checkpoint
-    from pacx.mae import MaskedAutoencoder, mae_tiny
-    from pacx.synthetic import write_world
+    from pacx.models.labs_dae import LabDAE, lab_dae_checkpoint
+    from pacx.models.mae import MaskedAutoencoder, mae_tiny
+    from pacx.world.files import write_world
 
     root = tmp_path_factory.mktemp("world")
     write_world(root, 8, 4, 4, seed=0, image_size=32, formats=("images", "segmentation", "labs", "wfdb", "npy"))
@@ -90,12 +90,12 @@ CASES = [
     Case("output folder holding a run killed before its first checkpoint", "train_mae",
          lambda t, w: (pngs(t / "data"), previous_run(t / "out", "metrics.jsonl", "config.json")),
          [*MAE, "--data", "{t}/data"], "{t}/out: holds a previous run"),
-    # python -m pacx.cache and caches used by train_mae.py ----
-    Case("cache rebuild meets a corrupt image (the old cache is kept)", "pacx.cache",
+    # python -m pacx.data.cache and caches used by train_mae.py ----
+    Case("cache rebuild meets a corrupt image (the old cache is kept)", "pacx.data.cache",
          lambda t, w: (cache(t), write(t / "images" / "zz_bad.png", b"\x89PNG\r\n\x1a\n and no image after it")),
          ["--data", "{t}/images", "--out", "{t}/cache", "--size", "16", "--workers", "0"],
          "{t}/images/zz_bad.png: not a readable image", subprocess=True),
-    Case("cache --out is a folder of the user's", "pacx.cache",
+    Case("cache --out is a folder of the user's", "pacx.data.cache",
          lambda t, w: (pngs(t / "images"), write(t / "mine" / "notes.txt", "keep me\n")),
          ["--data", "{t}/images", "--out", "{t}/mine", "--size", "16", "--workers", "0"],
          "{t}/mine: exists and is not a pacx image cache"),
@@ -266,7 +266,7 @@ def test_bad_input_is_one_line_and_harms_nothing(case, world, tmp_path, capsys):
 
 def test_16_bit_png_is_read_at_full_depth_and_trains(tmp_path, capsys):
     """A ramp of 256 consecutive 16-bit values (1000..1255) read at full depth stays 256 gray levels, each the
-    min-max formula of pacx.images; an 8-bit read would merge them (keeping the high byte leaves 2 levels, Pillow's
+    min-max formula of pacx.data.images; an 8-bit read would merge them (keeping the high byte leaves 2 levels, Pillow's
     convert("L") clips every value to 255)."""
     ramp = (1000 + np.arange(256, dtype=np.uint16))[None].repeat(40, 0)  # (40, 256)
     (tmp_path / "data").mkdir()

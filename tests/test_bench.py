@@ -13,9 +13,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.bench import bf16_peak_tflops, main
 from benchmarks.official_mae import OfficialStyleMAE
-from pacx.flops import mae_train_flops, vit_train_flops
-from pacx.mae import MaskedAutoencoder, mae_tiny
-from pacx.vit import VisionTransformer, vit_tiny
+from benchmarks.flops import mae_train_flops, vit_train_flops
+from pacx.models.mae import MaskedAutoencoder, mae_tiny
+from pacx.models.vit import VisionTransformer, vit_tiny
 
 RESULT_KEYS = (
     "vit_pacx_s", "vit_timm_s", "vit_time_ratio", "vit_pacx_tflops",
@@ -84,7 +84,7 @@ def test_bf16_peaks_by_device_name():
 
 
 def test_import_does_not_import_timm():
-    code = "import sys, benchmarks.bench, pacx.cache; assert 'timm' not in sys.modules, 'timm imported'"
+    code = "import sys, benchmarks.bench, pacx.data.cache; assert 'timm' not in sys.modules, 'timm imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -1,10 +1,10 @@
-"""Bootstrap intervals (pacx/bootstrap.py): they hold the point estimate, narrow as n grows, skip resamples that lose
+"""Bootstrap intervals (pacx/eval/bootstrap.py): they hold the point estimate, narrow as n grows, skip resamples that lose
 a class (counted independently), and a paired difference of a backbone with itself is exactly zero."""
 import numpy as np
 import pytest
 
-from pacx.bootstrap import bootstrap, bootstrap_ci, bootstrap_mean, paired_bootstrap, paired_mean_difference
-from pacx.metrics import classification_metrics, macro_auroc
+from pacx.eval.bootstrap import bootstrap, bootstrap_ci, bootstrap_mean, paired_bootstrap, paired_mean_difference
+from pacx.eval.metrics import classification_metrics, macro_auroc
 
 
 def scores(n, seed=0, signal=1.0):

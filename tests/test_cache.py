@@ -1,4 +1,4 @@
-"""Tests for pacx/cache.py: cached pixels against an independent PIL resize + centre crop of the originals, the
+"""Tests for pacx/data/cache.py: cached pixels against an independent PIL resize + centre crop of the originals, the
 index, staleness, a corrupt source stopping the build, atomic output, and reading through a 2-worker DataLoader."""
 import json
 import os
@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from pacx.cache import ARRAY, INDEX, CacheError, CachedImages, build_cache, main
-from pacx.datasets import ImageFolderList
+from pacx.data.cache import ARRAY, INDEX, CacheError, CachedImages, build_cache, main
+from pacx.data.datasets import ImageFolderList
 from pacx.errors import DataError
-from pacx.images import read_gray
+from pacx.data.images import read_gray
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 S = 30

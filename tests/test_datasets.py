@@ -1,4 +1,4 @@
-"""Tests for pacx/datasets.py: tiny fake data sets of each layout written to tmp_path, read back and compared with
+"""Tests for pacx/data/datasets.py: tiny fake data sets of each layout written to tmp_path, read back and compared with
 hand-made label matrices (CheXpert policies, NIH multi-hot and splits, VinDr majority vote), plus each bad input
 raising a one-line DatasetFormatError that names the file and the line / column."""
 import pickle
@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
-from pacx.cxr_datasets import CHEXPERT_LABELS, NIH_LABELS, CheXpert, NIHChestXray14, VinDrCXR
-from pacx.datasets import DatasetFormatError, ImageCSV, ImageFolderList, SegmentationCSV, SymileMIMIC, TripletCSV
+from pacx.data.cxr_datasets import CHEXPERT_LABELS, NIH_LABELS, CheXpert, NIHChestXray14, VinDrCXR
+from pacx.data.datasets import DatasetFormatError, ImageCSV, ImageFolderList, SegmentationCSV, SymileMIMIC, TripletCSV
 from pacx.errors import DataError
 
 

@@ -15,7 +15,7 @@ GOLDEN = ROOT / "tests" / "golden" / "demo_mini.json"
 def test_demo_pipeline_writes_every_output(tmp_path):
     out = tmp_path / "demo"
     res = subprocess.run(
-        [sys.executable, "-m", "pacx.demo", "--out_dir", str(out), "--n_train", "40", "--n_val", "16", "--n_test",
+        [sys.executable, "-m", "pacx.world.demo", "--out_dir", str(out), "--n_train", "40", "--n_val", "16", "--n_test",
          "16", "--mae_epochs", "2", "--dae_epochs", "2", "--distill_epochs", "2", "--batch_size", "8",
          "--fractions", "0.1,1.0", "--bootstrap", "20", "--workers", "0"],
         cwd=ROOT, capture_output=True, text=True)

@@ -1,4 +1,4 @@
-"""Tests for pacx/ecg.py: ECGFounder's Net1D against its reference structure, hand computations and checkpoint I/O."""
+"""Tests for pacx/models/ecg.py: ECGFounder's Net1D against its reference structure, hand computations and checkpoint I/O."""
 import math
 import warnings
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from pacx.errors import PacxError
-from pacx.ecg import BasicBlock, ConvPadSame, ECGEncoder, Net1D, Net1DConfig, ecg_embed_dim
+from pacx.models.ecg import BasicBlock, ConvPadSame, ECGEncoder, Net1D, Net1DConfig, ecg_embed_dim
 
 # Counted by instantiating PKUDigitalHealth/ECGFounder net1d.py `Net1D(12, 64, 1, [64,160,160,400,400,1024,1024],
 # [2,2,2,3,3,4,4], 16, 2, 16, n_classes=150, use_bn=False, use_do=False)`: every parameter, BN and dense included.

@@ -1,4 +1,4 @@
-"""Tests for pacx/ecg_io.py on real WFDB records (../shared/samples/ecg) and on tiny records written with wfdb."""
+"""Tests for pacx/data/ecg_io.py on real WFDB records (../shared/samples/ecg) and on tiny records written with wfdb."""
 from pathlib import Path
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import scipy.signal
 import wfdb
 
-from pacx.ecg_io import (
+from pacx.data.ecg_io import (
     ECGFOUNDER_LEADS,
     MIMIC_ECG_LEADS,
     ECGReadError,

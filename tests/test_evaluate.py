@@ -1,4 +1,4 @@
-"""Stage-3 training loops (pacx/probe.py) and evaluate.py end to end.
+"""Stage-3 training loops (pacx/eval/probe.py) and evaluate.py end to end.
 
 The linear probe leaves every backbone parameter untouched while full fine-tuning changes them (values and
 gradients) and LoRA changes only the adapters; model selection returns the best validation epoch; evaluate.py runs
@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 import evaluate
-from pacx.finetune import finetune, prepare_finetune
-from pacx.lora import LoRALinear
-from pacx.metrics import macro_auroc
-from pacx.probe import ProbeConfig, extract_features, to_probabilities, train_linear_probe
-from pacx.vit import VisionTransformer, vit_tiny
+from pacx.eval.finetune import finetune, prepare_finetune
+from pacx.models.lora import LoRALinear
+from pacx.eval.metrics import macro_auroc
+from pacx.eval.probe import ProbeConfig, extract_features, to_probabilities, train_linear_probe
+from pacx.models.vit import VisionTransformer, vit_tiny
 
 DEV = torch.device("cpu")
 
@@ -186,7 +186,7 @@ def test_probe_norm_fixes_badly_conditioned_features():
     """Features with a large shared offset and a small informative direction (as a briefly trained CLS token has):
     the reference's plain Linear probe barely moves in 30 epochs; standardising first (--probe_norm, the MAE
     paper's BatchNorm without affine) finds the signal."""
-    from pacx.probe import ProbeConfig, train_linear_probe
+    from pacx.eval.probe import ProbeConfig, train_linear_probe
 
     g = torch.Generator().manual_seed(0)
     y = (torch.rand(400, generator=g) < 0.5).float()

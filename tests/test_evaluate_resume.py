@@ -1,6 +1,6 @@
 """Crash safety of evaluate.py's fine-tuning (issue 8), against an uninterrupted run as the reference.
 
-- `pacx.finetune.finetune` stopped after step k (every step of a 3-epoch run but the last: mid-epoch and at epoch
+- `pacx.eval.finetune.finetune` stopped after step k (every step of a 3-epoch run but the last: mid-epoch and at epoch
   ends) and resumed from its checkpoint ends with the weights and history of a run never stopped and never
   checkpointed; in LoRA mode the adapters' dropout draws from the global torch RNG, so this also checks its restore.
 - a real `python evaluate.py --mode finetune|lora` SIGKILLed at a step drawn from a seeded RNG, refused without
@@ -24,9 +24,9 @@ import evaluate
 from conftest import ROOT, kill_after_checkpoint
 from pacx.checkpoint import load
 from pacx.errors import PacxError
-from pacx.finetune import finetune, prepare_finetune, resume_state
-from pacx.probe import ProbeConfig, image_label_sample, row_loader
-from pacx.vit import VisionTransformer, vit_tiny
+from pacx.eval.finetune import finetune, prepare_finetune, resume_state
+from pacx.eval.probe import ProbeConfig, image_label_sample, row_loader
+from pacx.models.vit import VisionTransformer, vit_tiny
 from test_evaluate import write_png_data
 
 DEV = torch.device("cpu")

@@ -1,11 +1,11 @@
-"""Stage-2 heads and objective (pacx/heads.py): the total against hand-combined parts (full and with one modality
+"""Stage-2 heads and objective (pacx/models/heads.py): the total against hand-combined parts (full and with one modality
 off), weight ablations, the target-dropout quirk flag, retrieval metrics on a hand example, and checkpoint keys."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pacx.heads import DistillHeads, HeadsConfig, heads_from_original_pacx, retrieval_metrics
-from pacx.losses import info_nce
+from pacx.models.heads import DistillHeads, HeadsConfig, heads_from_original_pacx, retrieval_metrics
+from pacx.models.losses import info_nce
 
 SMALL = dict(cxr_dim=12, ecg_dim=10, labs_dim=6, shared_dim=8)
 

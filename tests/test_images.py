@@ -1,4 +1,4 @@
-"""Tests for pacx/images.py: real sample radiographs (skipped when ../shared/samples is absent) and small files
+"""Tests for pacx/data/images.py: real sample radiographs (skipped when ../shared/samples is absent) and small files
 written here, checked against hand-computed pixel values, a lossless twin, and anatomy (bone bright)."""
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pacx.images import ImageReadError, read_gray, read_rgb_tensor
+from pacx.data.images import ImageReadError, read_gray, read_rgb_tensor
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 CXR, DICOM = SAMPLES / "cxr", SAMPLES / "dicom"

@@ -1,4 +1,4 @@
-"""Tests for pacx/labs.py: the lab constants, the empirical-CDF percentiles (against scipy) and the CSV reader."""
+"""Tests for pacx/data/labs.py: the lab constants, the empirical-CDF percentiles (against scipy) and the CSV reader."""
 import json
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy.stats import percentileofscore
 
-from pacx.labs import LAB_COLUMNS, LAB_ITEMIDS, LAB_NAMES, LabPercentiles, lab_index, read_lab_table
+from pacx.data.labs import LAB_COLUMNS, LAB_ITEMIDS, LAB_NAMES, LabPercentiles, lab_index, read_lab_table
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 MHH_LABS = SAMPLES / "labs" / "mhh_covid19_image_repository_data.csv"

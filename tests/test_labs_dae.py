@@ -1,10 +1,10 @@
-"""Tests for pacx/labs_dae.py: corruption, the masked loss, the encode quirk, training progress and checkpoints."""
+"""Tests for pacx/models/labs_dae.py: corruption, the masked loss, the encode quirk, training progress and checkpoints."""
 import math
 
 import pytest
 import torch
 
-from pacx.labs_dae import LabDAE, LabDAEConfig, LabDAETrainConfig, lab_dae_checkpoint, load_lab_dae, masked_mse
+from pacx.models.labs_dae import LabDAE, LabDAEConfig, LabDAETrainConfig, lab_dae_checkpoint, load_lab_dae, masked_mse
 
 
 def lab_batch(n: int, seed: int, observed: float = 0.7):

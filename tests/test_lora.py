@@ -1,4 +1,4 @@
-"""LoRA (pacx/lora.py): the layer against its formula, merge == unmerged, export loads strictly into pacx and timm,
+"""LoRA (pacx/models/lora.py): the layer against its formula, merge == unmerged, export loads strictly into pacx and timm,
 the Stage-2 trainable-parameter count, the MAE decoder left alone, and the original PaCX checkpoint key mapping."""
 import math
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pacx.lora import (LoRALinear, from_original_pacx_stage2, inject_lora, lora_state_dict, mark_trainable,
+from pacx.models.lora import (LoRALinear, from_original_pacx_stage2, inject_lora, lora_state_dict, mark_trainable,
                        merge_lora)
-from pacx.mae import MaskedAutoencoder, mae_tiny
-from pacx.vit import VisionTransformer, vit_base, vit_tiny
+from pacx.models.mae import MaskedAutoencoder, mae_tiny
+from pacx.models.vit import VisionTransformer, vit_base, vit_tiny
 
 TARGETS = ("attn.qkv", "mlp.fc1", "mlp.fc2")
 

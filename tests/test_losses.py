@@ -1,4 +1,4 @@
-"""Stage-2 losses (pacx/losses.py): InfoNCE against a hand-written formula, the temperature clamp, the cosine
+"""Stage-2 losses (pacx/models/losses.py): InfoNCE against a hand-written formula, the temperature clamp, the cosine
 regression loss, and a 2-process gloo run against one process on the concatenated batch (global negatives)."""
 import math
 
@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pacx.losses import LearnableTemperature, cosine_regression_loss, gather_with_grad, info_nce
+from pacx.models.losses import LearnableTemperature, cosine_regression_loss, gather_with_grad, info_nce
 
 WORLD, B, D = 2, 3, 5
 

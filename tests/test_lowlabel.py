@@ -1,7 +1,7 @@
-"""Low-label subsets (pacx/lowlabel.py): deterministic, a positive for every label / class, nested fractions."""
+"""Low-label subsets (pacx/eval/lowlabel.py): deterministic, a positive for every label / class, nested fractions."""
 import numpy as np
 
-from pacx.lowlabel import subsample_indices
+from pacx.eval.lowlabel import subsample_indices
 
 
 def multilabel(n=1000, seed=0):

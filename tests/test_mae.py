@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pacx.mae import MaskedAutoencoder, mae_base, mae_tiny, patchify, random_masking, unpatchify
-from pacx.vit import VisionTransformer
+from pacx.models.mae import MaskedAutoencoder, mae_base, mae_tiny, patchify, random_masking, unpatchify
+from pacx.models.vit import VisionTransformer
 
 timm = pytest.importorskip("timm")
 

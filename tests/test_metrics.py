@@ -1,4 +1,4 @@
-"""Stage-3 metrics (pacx/metrics.py) against scikit-learn on fixed inputs (binary, multilabel, multiclass), the
+"""Stage-3 metrics (pacx/eval/metrics.py) against scikit-learn on fixed inputs (binary, multilabel, multiclass), the
 tuned threshold against sklearn's precision-recall curve, and Dice / IoU against a hand count."""
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 from sklearn.metrics import (balanced_accuracy_score, f1_score, precision_recall_curve, precision_score,
                              recall_score, roc_auc_score)
 
-from pacx.metrics import (best_f1_threshold, classification_metrics, dice_iou, macro_auroc, single_class_columns,
+from pacx.eval.metrics import (best_f1_threshold, classification_metrics, dice_iou, macro_auroc, single_class_columns,
                           tune_threshold)
 
 

@@ -1,10 +1,10 @@
-"""Attention rollout (pacx/rollout.py) against hand computations on 2-layer toys, and on a tiny ViT."""
+"""Attention rollout (pacx/eval/rollout.py) against hand computations on 2-layer toys, and on a tiny ViT."""
 import numpy as np
 import pytest
 import torch
 
-from pacx.rollout import attention_rollout, rollout_map, upsample_minmax
-from pacx.vit import VisionTransformer, vit_tiny
+from pacx.eval.rollout import attention_rollout, rollout_map, upsample_minmax
+from pacx.models.vit import VisionTransformer, vit_tiny
 
 
 def test_uniform_attention_closed_form():

@@ -1,13 +1,13 @@
-"""Segmentation probe (pacx/segmentation.py): the reference decoder's layers, the loss against a hand value,
+"""Segmentation probe (pacx/eval/segmentation.py): the reference decoder's layers, the loss against a hand value,
 image and mask moved together by the augmentation, and training that improves Dice on a frozen backbone."""
 import numpy as np
 import pytest
 import torch
 
-from pacx.segmentation import (SegConfig, SegDecoder, evaluate_segmentation, patch_tokens, seg_sample,
+from pacx.eval.segmentation import (SegConfig, SegDecoder, evaluate_segmentation, patch_tokens, seg_sample,
                                segmentation_loss, soft_dice_loss, train_segmentation)
-from pacx.transforms import IMAGENET_MEAN, IMAGENET_STD
-from pacx.vit import VisionTransformer, vit_tiny
+from pacx.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from pacx.models.vit import VisionTransformer, vit_tiny
 
 
 def test_decoder_layers_match_reference():

@@ -8,7 +8,7 @@ from PIL import Image
 import train_mae
 from pacx.checkpoint import LAST, load
 from pacx.dist import micro_batches
-from pacx.mae import MaskedAutoencoder, mae_tiny
+from pacx.models.mae import MaskedAutoencoder, mae_tiny
 from pacx.optim import finish_step
 from pacx.runlog import read_jsonl
 

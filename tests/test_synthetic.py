@@ -15,10 +15,10 @@ from sklearn.metrics import r2_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pacx.labs import LAB_ITEMIDS, LabPercentiles, read_lab_table
-from pacx.synthetic import IMAGENET_MEAN, IMAGENET_STD, LABEL_NAMES, make_world, retrieval_rows, write_world
-from pacx.synthetic_cxr import render_cxr, sample_nuisance
-from pacx.synthetic_ecg import FS, LEAD_NAMES
+from pacx.data.labs import LAB_ITEMIDS, LabPercentiles, read_lab_table
+from pacx.world.files import IMAGENET_MEAN, IMAGENET_STD, LABEL_NAMES, make_world, retrieval_rows, write_world
+from pacx.world.cxr import render_cxr, sample_nuisance
+from pacx.world.ecg import FS, LEAD_NAMES
 
 ALL_FORMATS = ("images", "segmentation", "labs", "npy", "retrieval", "wfdb")
 

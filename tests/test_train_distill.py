@@ -10,8 +10,8 @@ import torch
 
 from conftest import ROOT, kill_after_checkpoint
 from pacx.checkpoint import LAST, load
-from pacx.synthetic import write_world
-from pacx.vit import ViTConfig, VisionTransformer
+from pacx.world.files import write_world
+from pacx.models.vit import ViTConfig, VisionTransformer
 
 SCRIPT = str(ROOT / "train_distill.py")
 timm = pytest.importorskip("timm")
@@ -24,8 +24,8 @@ def ready(tmp_path_factory):
     from dataclasses import asdict
 
     from pacx.checkpoint import save_atomic
-    from pacx.labs_dae import LabDAE, lab_dae_checkpoint
-    from pacx.mae import MaskedAutoencoder, mae_tiny
+    from pacx.models.labs_dae import LabDAE, lab_dae_checkpoint
+    from pacx.models.mae import MaskedAutoencoder, mae_tiny
 
     root = tmp_path_factory.mktemp("world")
     write_world(root, 32, 8, 8, seed=0, image_size=64, formats=("npy",))
@@ -128,10 +128,10 @@ def test_raw_triplets_give_the_targets_of_the_symile_arrays(tmp_path):
     """The synthetic world writes the same patients as WFDB records + a raw labs table and as Symile arrays. Reading
     the raw files (lead picking by name, mV units, percentiles fitted on the train rows) must give the targets that
     the Symile arrays (min-max scaled ECGs, stored percentiles) give: the two routes share no reading code."""
-    from pacx.datasets import file_column, read_table
-    from pacx.labs_dae import LabDAE, lab_dae_checkpoint
+    from pacx.data.datasets import file_column, read_table
+    from pacx.models.labs_dae import LabDAE, lab_dae_checkpoint
     from pacx.checkpoint import save_atomic
-    from pacx.targets import symile_targets, triplet_targets
+    from pacx.data.targets import symile_targets, triplet_targets
 
     write_world(tmp_path, 12, 4, 4, seed=3, image_size=32, formats=("images", "labs", "wfdb", "npy"))
     torch.manual_seed(0)
@@ -182,7 +182,7 @@ def test_bad_sample_on_rank_1_ends_both_ranks(ready, tmp_path):
 def test_skip_nonfinite_skips_a_nan_step_and_counts_it(ready, tmp_path, monkeypatch):
     """--skip_nonfinite: a NaN loss at step 2 leaves the weights of step 1 and is counted; without it the run stops."""
     import train_distill
-    from pacx.pacx_model import PaCX
+    from pacx.models.pacx_model import PaCX
 
     args = ["--data", str(ready / "data_npy"), "--init", str(ready / "mae.pt"), "--labs_dae", str(ready / "dae.pt"),
             "--targets_cache", str(ready / "targets"), "--workers", "0", "--log_every", "1", "--batch_size", "8",

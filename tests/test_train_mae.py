@@ -11,10 +11,10 @@ from PIL import Image
 
 from conftest import ROOT, kill_after_checkpoint, SAMPLES
 from pacx.checkpoint import LAST, load
-from pacx.images import read_rgb_tensor
-from pacx.mae import MaskedAutoencoder, mae_tiny
+from pacx.data.images import read_rgb_tensor
+from pacx.models.mae import MaskedAutoencoder, mae_tiny
 from pacx.runlog import read_jsonl
-from pacx.transforms import eval_resize
+from pacx.data.transforms import eval_resize
 
 SCRIPT = str(ROOT / "train_mae.py")
 TINY = ["--model", "tiny", "--workers", "0", "--log_every", "1", "--warmup_epochs", "1"]

@@ -4,7 +4,7 @@ plain three-channel computation."""
 import pytest
 import torch
 
-import pacx.transforms as T
+import pacx.data.transforms as T
 
 
 def test_crop_params_respect_scale_and_ratio():

@@ -1,4 +1,4 @@
-"""visualize.py and pacx/plots.py: the reconstruction panels against hand indexing, rollout maps against an
+"""visualize.py and pacx/eval/plots.py: the reconstruction panels against hand indexing, rollout maps against an
 independently loaded ViT, the low-label and curve readers against the numbers written, and every PNG's size."""
 import json
 from dataclasses import asdict
@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 import visualize
-from pacx import plots
-from pacx.mae import MaskedAutoencoder, mae_tiny
-from pacx.rollout import rollout_input, rollout_map
-from pacx.transforms import IMAGENET_MEAN, normalize
-from pacx.vit import VisionTransformer, vit_tiny
+from pacx.eval import plots
+from pacx.models.mae import MaskedAutoencoder, mae_tiny
+from pacx.eval.rollout import rollout_input, rollout_map
+from pacx.data.transforms import IMAGENET_MEAN, normalize
+from pacx.models.vit import VisionTransformer, vit_tiny
 
 N_IMAGES = 3
 

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from pacx.pos_embed import interpolate_pos_embed, sincos_2d
-from pacx.vit import VisionTransformer, resize_pos_embed, vit_base, vit_tiny
+from pacx.models.pos_embed import interpolate_pos_embed, sincos_2d
+from pacx.models.vit import VisionTransformer, resize_pos_embed, vit_base, vit_tiny
 
 timm = pytest.importorskip("timm")
 

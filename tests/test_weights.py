@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from pacx.errors import PacxError
-from pacx.lora import inject_lora
-from pacx.mae import MaskedAutoencoder, mae_tiny
-from pacx.pacx_model import PaCX, PaCXConfig, export_checkpoint
-from pacx.heads import HeadsConfig
-from pacx.vit import VisionTransformer, vit_tiny
+from pacx.models.lora import inject_lora
+from pacx.models.mae import MaskedAutoencoder, mae_tiny
+from pacx.models.pacx_model import PaCX, PaCXConfig, export_checkpoint
+from pacx.models.heads import HeadsConfig
+from pacx.models.vit import VisionTransformer, vit_tiny
 from pacx.weights import checkpoint_vit_config, load_mae_weights, load_vit_weights
 
 

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from pacx.datasets import ImageCSV, SegmentationCSV, SymileMIMIC, TripletCSV
-from pacx.ecg_io import ECGFOUNDER_LEADS, MIMIC_ECG_LEADS, read_wfdb_ecg
-from pacx.labs import LabPercentiles, read_lab_table
-from pacx.synthetic import LABEL_NAMES, write_world
+from pacx.data.datasets import ImageCSV, SegmentationCSV, SymileMIMIC, TripletCSV
+from pacx.data.ecg_io import ECGFOUNDER_LEADS, MIMIC_ECG_LEADS, read_wfdb_ecg
+from pacx.data.labs import LabPercentiles, read_lab_table
+from pacx.world.files import LABEL_NAMES, write_world
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,194 @@
+"""Stage-2 targets: every sample encoded once by the frozen ECG and lab encoders, cached on disk.
+
+DESIGN.md "Stage 2": targets are precomputed with the frozen encoders (ECG 1024-d from ECGFounder after its
+preprocessing, labs 256-d from the Stage-1b DAE), so Stage 2 runs only the CXR encoder. The cache file name is a hash
+of everything the numbers depend on: the encoder weight files (their bytes), the data files (path, size, mtime) and
+the preprocessing options; a changed input gives a new file, an unchanged one is reused.
+
+Notation: N = samples, E = 1024 (ECG embedding), Z = 256 (lab embedding).
+"""
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pacx.checkpoint import save_atomic, load
+from pacx.models.ecg import ECGEncoder, ecg_embed_dim as ECG_DIM
+from pacx.data.ecg_io import ecgfounder_preprocess, read_wfdb_ecg, symile_ecg_to_ecgfounder
+from pacx.errors import DataError
+from pacx.data.labs import LabPercentiles, read_lab_table
+from pacx.models.labs_dae import LabDAE, load_lab_dae
+
+
+def file_digest(path: str | os.PathLike | None) -> str:
+    """sha256 of a weight file's bytes ("random" when there is none)."""
+    if not path:
+        return "random"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def data_fingerprint(path: str | os.PathLike) -> list:
+    st = Path(path).stat()
+    return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
+
+
+def cache_key(**parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def frozen_ecg_encoder(path: str | None, seed: int = 0) -> ECGEncoder:
+    """ECGFounder from `12_lead_ECGFounder.pth`, or a seeded random network (with ECGEncoder's loud warning)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # random weights must be the same in every process and every run
+        return ECGEncoder.from_checkpoint(path or None)
+
+
+def frozen_lab_encoder(path: str | None, seed: int = 0) -> LabDAE:
+    if path:
+        return load_lab_dae(path).eval()
+    warnings.warn("no --labs_dae checkpoint: the lab targets come from a RANDOM lab DAE and are meaningless; train "
+                  "one with `train_mae.py --modality labs`", stacklevel=2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return LabDAE().eval()
+
+
+@torch.no_grad()
+def encode_ecg(ecg: np.ndarray, encoder: ECGEncoder, device, notch_hz: float | None = 50.0,
+               batch: int = 32, progress=None) -> np.ndarray:
+    """(N, 12, L) raw ECGs in ECGFounder lead order (any scale) -> (N, E) float32 embeddings."""
+    encoder.to(device)
+    out = np.zeros((len(ecg), encoder.cfg.filter_list[-1]), np.float32)
+    for lo in range(0, len(ecg), batch):
+        x = np.stack([ecgfounder_preprocess(np.asarray(r, np.float64), notch_hz=notch_hz) for r in ecg[lo:lo + batch]])
+        out[lo:lo + len(x)] = encoder(torch.from_numpy(x).float().to(device)).cpu().numpy()  # (b, 12, L) -> (b, E)
+        if progress:
+            progress(lo + len(x))
+    return out
+
+
+@torch.no_grad()
+def encode_labs(x: np.ndarray, m: np.ndarray, dae: LabDAE, zero_missing: bool = False) -> np.ndarray:
+    """(N, 50) percentiles + (N, 50) observed mask -> (N, Z). `zero_missing=False` is the reference quirk (the DAE
+    sees the mean-imputed percentiles as stored; see `LabDAE.encode`)."""
+    z = dae.encode(torch.as_tensor(np.asarray(x), dtype=torch.float32), torch.as_tensor(np.asarray(m),
+                   dtype=torch.float32), zero_missing=zero_missing)
+    return z.numpy().astype(np.float32)
+
+
+def cached(path: Path, compute, log) -> dict:
+    """Load `path` if it exists, else compute the targets dict and write it atomically."""
+    if path.exists():
+        log(f"targets: reusing {path}")
+        return load(path)
+    targets = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic(targets, path)
+    return targets
+
+
+def no_ecg(n: int) -> np.ndarray:
+    """Placeholder ECG targets when the ECG teacher is switched off (`--use_ecg false`): never read by the loss."""
+    return np.zeros((n, ECG_DIM), np.float32)
+
+
+def symile_targets(split_dir: Path, split: str, ecg_weights: str | None, labs_dae: str | None, cache_dir: Path,
+                   device, notch_hz: float | None = 50.0, zero_missing: bool = False, log=print,
+                   with_ecg: bool = True) -> dict:
+    """{'ecg': (N, E), 'labs': (N, Z)} for a Symile-MIMIC split, computed once and cached."""
+    files = {k: split_dir / f"{k}_{split}.npy" for k in ("ecg", "labs_percentiles", "labs_missingness")}
+    key = cache_key(ecg=file_digest(ecg_weights) if with_ecg else "off", dae=file_digest(labs_dae), notch=notch_hz,
+                    zero=zero_missing, data={k: data_fingerprint(p) for k, p in files.items()})
+
+    def compute():
+        ecg = np.load(files["ecg"], mmap_mode="r")
+        n = len(ecg)
+        log(f"targets: encoding {n} {split} samples with the frozen encoders -> cache {cache_dir}")
+
+        def report(done):
+            if done == n or done % (32 * 20) == 0:
+                log(f"targets: {done}/{n} ECGs")
+
+        ecg_t = encode_ecg(_SymileECG(ecg, files["ecg"]), frozen_ecg_encoder(ecg_weights), device, notch_hz,
+                           progress=report) if with_ecg else no_ecg(n)
+        labs_t = encode_labs(np.load(files["labs_percentiles"]), np.load(files["labs_missingness"]),
+                             frozen_lab_encoder(labs_dae), zero_missing)
+        return {"ecg": torch.from_numpy(ecg_t), "labs": torch.from_numpy(labs_t)}
+
+    return cached(Path(cache_dir) / f"targets_{split}_{key}.pt", compute, log)
+
+
+def table_lab_targets(labs_table: Path, id_column: str, ids: list[str], train_ids: list[str], labs_dae: str | None,
+                      zero_missing: bool = False, source=None) -> np.ndarray:
+    """(len(ids), Z) lab targets from a raw labs table: percentiles by an empirical CDF fitted on the rows of
+    `train_ids` only (DESIGN.md "Stage 1b"), then the frozen DAE."""
+    table = read_lab_table(labs_table, id_column=id_column, allow_missing=True)
+    by_id = {str(v): i for i, v in enumerate(table[id_column])}
+    for lab_id in set(ids) | set(train_ids):
+        if lab_id not in by_id:
+            raise DataError(f"{labs_table}: no row with {id_column} = {lab_id}" + (f" (named in {source})"
+                                                                                    if source else ""))
+    labs = table.drop(columns=[id_column])
+    transform = LabPercentiles().fit(labs.iloc[[by_id[i] for i in train_ids]])
+    x, m = transform.transform(labs.iloc[[by_id[i] for i in ids]])
+    return encode_labs(x, m, frozen_lab_encoder(labs_dae), zero_missing)
+
+
+class _SymileECG:
+    """Index a memory-mapped (N, 1, L, 12) Symile ECG array (read from `path`) as (n, 12, L) ECGFounder-order
+    records, a slice at a time (never the whole array in memory); a record with NaN or inf is an error naming its
+    row."""
+
+    def __init__(self, arr, path):
+        self.arr, self.path = arr, path
+
+    def __len__(self):
+        return len(self.arr)
+
+    def __getitem__(self, sl: slice):
+        x = symile_ecg_to_ecgfounder(np.asarray(self.arr[sl]))  # (n, 12, L)
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=(1, 2)))
+        if len(bad):
+            raise DataError(f"{self.path}: row {(sl.start or 0) + int(bad[0])}: expected finite ECG samples, found "
+                            f"NaN or inf")
+        return x
+
+
+def triplet_targets(csv: Path, rows: np.ndarray, split: str, ecg_paths: list[Path], lab_ids: list[str],
+                    train_lab_ids: list[str], labs_table: Path, lab_id_column: str, ecg_weights: str | None,
+                    labs_dae: str | None, cache_dir: Path, device, notch_hz: float | None = 50.0,
+                    zero_missing: bool = False, log=print, with_ecg: bool = True) -> dict:
+    """Targets for raw triplets (a CSV of image path, WFDB record, lab row id): each record read by
+    `pacx.data.ecg_io.read_wfdb_ecg` (12 standard leads by name, 500 Hz, 10 s), the lab rows turned into percentiles by an
+    empirical CDF fitted on the training split's rows only, then both encoded as `symile_targets` does. A lab id may
+    occur once per split: one row per admission, as in Symile-MIMIC (two rows of one admission would be each other's
+    InfoNCE negatives)."""
+    first = {}  # lab id -> position of its first row in this split
+    for k, lab_id in enumerate(lab_ids):
+        if lab_id in first:
+            raise DataError(f"{csv}: line {rows[k] + 2}, column '{lab_id_column}': expected one row per admission in "
+                            f"split {split!r}, found {lab_id!r} again (first on line {rows[first[lab_id]] + 2})")
+        first[lab_id] = k
+    key = cache_key(ecg=file_digest(ecg_weights) if with_ecg else "off", dae=file_digest(labs_dae), notch=notch_hz,
+                    zero=zero_missing, csv=data_fingerprint(csv), labs=data_fingerprint(labs_table),
+                    rows=rows.tolist())
+
+    def compute():
+        log(f"targets: reading {len(ecg_paths)} {split} ECG records and lab rows -> cache {cache_dir}")
+        labs = table_lab_targets(labs_table, lab_id_column, lab_ids, train_lab_ids, labs_dae, zero_missing, csv)
+        if with_ecg:
+            ecg = np.stack([read_wfdb_ecg(p)[0] for p in ecg_paths])  # (N, 12, 5000) mV, ECGFounder lead order
+            ecg = encode_ecg(ecg, frozen_ecg_encoder(ecg_weights), device, notch_hz)
+        else:
+            ecg = no_ecg(len(lab_ids))
+        return {"ecg": torch.from_numpy(ecg), "labs": torch.from_numpy(labs)}
+
+    return cached(Path(cache_dir) / f"targets_{split}_{key}.pt", compute, log)

@@ -1,0 +1,37 @@
+"""Command line for the built-in synthetic physiology world (see `pacx.world.files` for what it holds).
+
+    python -m pacx.world.make --out_dir runs/demo/world --n_train 800 --n_val 200 --n_test 400 --image_size 64
+"""
+import time
+from dataclasses import dataclass
+
+from pacx.config import opt, parse_config
+from pacx.errors import PacxError, exit_on_error
+from pacx.world.files import DEFAULT_FORMATS, FORMATS, write_world
+
+
+@dataclass
+class Config:
+    out_dir: str = opt("runs/world", "folder to write the world into")
+    n_train: int = opt(800, "training patients")
+    n_val: int = opt(200, "validation patients")
+    n_test: int = opt(400, "test patients (the retrieval splits hold 10 rows per patient)")
+    image_size: int = opt(64, "image side in pixels")
+    seed: int = opt(0, "the world's seed: same seed, same bytes")
+    formats: tuple[str, ...] = opt(DEFAULT_FORMATS, f"comma-separated subset of {','.join(FORMATS)}")
+
+
+@exit_on_error
+def main(argv=None):
+    cfg = parse_config(Config, argv, __doc__)
+    unknown = sorted(set(cfg.formats) - set(FORMATS))
+    if unknown:
+        raise PacxError(f"--formats: unknown {unknown}; expected a subset of {list(FORMATS)}")
+    t0 = time.perf_counter()
+    out = write_world(cfg.out_dir, cfg.n_train, cfg.n_val, cfg.n_test, cfg.seed, cfg.image_size, cfg.formats)
+    print(f"world of {cfg.n_train}/{cfg.n_val}/{cfg.n_test} patients written to {out} "
+          f"in {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
