@@ -13,7 +13,7 @@ every trainable parameter; 5 warmup epochs then cosine with floor 0.01, stepped 
 
 Writes out_dir/last.pt (resumable state), out_dir/encoder.pt (the merged plain ViT), metrics.jsonl, config.json.
 """
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,23 +22,24 @@ import torch.distributed as dist
 
 from pacx import checkpoint as ckpt
 from pacx.config import opt, parse_config
-from pacx.data.datasets import SymileMIMIC, file_column, read_table
-from pacx.dist import all_reduce_mean, init_runtime, shutdown, wrap_for_training
-from pacx.errors import DataError, PacxError, exit_on_error
-from pacx.models.heads import HeadsConfig, retrieval_metrics
-from pacx.loader import GlobalBatchSampler, SeededView, check_batch, make_loader
-from pacx.optim import finish_step, lr_factor, make_adamw, param_groups, set_lr
-from pacx.models.pacx_model import PaCX, PaCXConfig, export_checkpoint
-from pacx.runlog import LossMeter, Progress, open_run
+from pacx.data.symile import SymileMIMIC
+from pacx.data.tables import file_column, read_table
 from pacx.data.images import read_rgb_tensor
 from pacx.data.targets import symile_targets, triplet_targets
 from pacx.data.transforms import denormalize, distill_train, eval_resize
-from pacx.models.vit import PRESETS, VisionTransformer
-from pacx.weights import checkpoint_vit_config, load_vit_weights
+from pacx.dist import all_reduce_mean, init_runtime, shutdown, wrap_for_training
+from pacx.errors import DataError, PacxError, exit_on_error
+from pacx.loader import GlobalBatchSampler, SeededView, check_batch, make_loader
+from pacx.models.heads import HeadsConfig, retrieval_metrics
+from pacx.models.pacx_model import PaCX, PaCXConfig, export_checkpoint
+from pacx.optim import make_adamw, param_groups
+from pacx.runlog import LossMeter
+from pacx.training import Run, TrainConfig, prepare_run_dir
+from pacx.weights import load_vit
 
 
 @dataclass
-class Config:
+class Config(TrainConfig):
     data: str = opt("", "Symile-MIMIC data_npy/ folder (train/ and val/ splits), or a raw-triplet CSV (image path, "
                         "WFDB record, lab row id, split); the synthetic world writes both")
     train_split: str = opt("train", "split (folder, or value of --split_column) used for training")
@@ -55,7 +56,7 @@ class Config:
     encoder_norm_eps: float = opt(1e-5, "LayerNorm eps of the Stage-2 encoder: 1e-5 is the reference quirk, 1e-6 "
                                         "matches Stage 1")
     ecg_weights: str = opt("", "12_lead_ECGFounder.pth ('' = random ECG encoder: targets are meaningless)")
-    labs_dae: str = opt("", "Stage-1b lab DAE checkpoint (train_mae.py --modality labs)")
+    labs_dae: str = opt("", "Stage-1b lab DAE checkpoint (train_labs.py)")
     targets_cache: str = opt("runs/targets", "folder of the cached frozen-encoder targets")
     notch_hz: float = opt(50.0, "ECG notch frequency: 50 Hz is the reference quirk (MIMIC mains is 60 Hz)")
     zero_missing_labs: bool = opt(False, "zero missing lab entries before the DAE encodes them (the reference "
@@ -72,50 +73,22 @@ class Config:
     head_dropout: float = opt(0.2, "dropout at the input of every head")
     target_dropout: bool = opt(True, "head dropout also on the frozen targets before their heads (reference quirk)")
     epochs: int = opt(50, "training epochs")
-    warmup_epochs: float = opt(5.0, "linear warmup epochs")
     batch_size: int = opt(128, "global batch over all processes (InfoNCE negatives come from all of it)")
     lr: float = opt(1e-4, "AdamW learning rate")
     weight_decay: float = opt(0.05, "AdamW weight decay")
     decay_all: bool = opt(True, "decay every trainable parameter, LayerNorm and temperature too (reference quirk)")
-    lr_floor: float = opt(0.01, "cosine schedule floor (fraction of lr)")
-    per_step_lr: bool = opt(False, "step the schedule every step (reference: per epoch)")
+    warmup_epochs: float = opt(5.0, "linear warmup epochs")
+    lr_floor: float = opt(0.01, "cosine schedule floor (fraction of --lr)")
     grad_clip: float = opt(1.0, "gradient-norm clip")
-    skip_nonfinite: bool = opt(False, "skip a step with a NaN/Inf loss or gradient (counted in the log) instead of "
-                                      "stopping; costs one host sync per step")
-    workers: int = opt(4, "data-loading processes per process")
-    device: str = opt("auto", "auto | cpu | cuda")
-    amp: bool = opt(True, "bf16 autocast on CUDA")
-    compile: bool = opt(False, "torch.compile the model")
-    seed: int = opt(42, "seed")
-    out_dir: str = opt("runs/distill", "output folder")
-    resume: bool = opt(False, "continue the run in out_dir")
-    overwrite: bool = opt(False, "replace a run already in out_dir")
-    ckpt_every: int = opt(0, "also checkpoint every N steps (0: each epoch end)")
-    log_every: int = opt(10, "steps between progress lines")
-    max_steps: int = opt(0, "stop after this many steps (0: all epochs)")
+    seed: int = opt(42, "seed for the adapters, heads, data order, augmentation and dropout")
+    out_dir: str = opt("runs/distill", "folder for last.pt, encoder.pt, metrics.jsonl and config.json")
 
 
-def build_encoder(cfg: Config) -> VisionTransformer:
-    vit_cfg = checkpoint_vit_config(cfg.init) if cfg.init else None
-    if vit_cfg is None:
-        if cfg.model not in PRESETS:
-            raise PacxError(f"--model: expected one of {sorted(PRESETS)}, got {cfg.model!r}")
-        vit_cfg = PRESETS[cfg.model]()
-    vit_cfg.norm_eps = cfg.encoder_norm_eps
-    if cfg.img_size:
-        vit_cfg.img_size = cfg.img_size
-    encoder = VisionTransformer(vit_cfg)
-    if cfg.init:
-        load_vit_weights(encoder, cfg.init)
-    return encoder
-
-
-def symile_split(cfg: Config, split: str, rt, train: bool):
+def symile_split(cfg: Config, split: str, rt, train: bool, size: int):
     data = SymileMIMIC(cfg.data, split)
     targets = symile_targets(Path(cfg.data) / split, split, cfg.ecg_weights or None, cfg.labs_dae or None,
                              Path(cfg.targets_cache), rt.device, cfg.notch_hz, cfg.zero_missing_labs, rt.print0,
                              with_ecg=cfg.use_ecg)
-    size = cfg.img_size
 
     def sample(i, g):
         img = denormalize(torch.as_tensor(data[i]["cxr"]))  # stored ImageNet-normalised; augment in [0, 1]
@@ -125,7 +98,7 @@ def symile_split(cfg: Config, split: str, rt, train: bool):
     return SeededView(range(len(data)), sample)
 
 
-def triplet_split(cfg: Config, split: str, rt, train: bool):
+def triplet_split(cfg: Config, split: str, rt, train: bool, size: int):
     df = read_table(cfg.data, [cfg.image_column, cfg.ecg_column, cfg.lab_id_column, cfg.split_column])
     if not cfg.labs_table:
         raise PacxError("--labs_table is required with a triplet CSV (the raw lab values of each --lab_id_column)")
@@ -140,7 +113,6 @@ def triplet_split(cfg: Config, split: str, rt, train: bool):
                               train_ids, Path(cfg.labs_table), cfg.lab_id_column, cfg.ecg_weights or None,
                               cfg.labs_dae or None, Path(cfg.targets_cache), rt.device, cfg.notch_hz,
                               cfg.zero_missing_labs, rt.print0, with_ecg=cfg.use_ecg)
-    size = cfg.img_size
 
     def sample(i, g):
         img = read_rgb_tensor(images[i])  # uint8 (3, H, W)
@@ -169,100 +141,69 @@ def validate(model: PaCX, loader, rt) -> dict:
     return meter.means(all_reduce_mean)
 
 
-@exit_on_error
-def main(argv=None):
-    cfg = parse_config(Config, argv, __doc__)
-    if not cfg.data:
-        raise PacxError("--data is required (a Symile-MIMIC data_npy/ folder; see --help)")
-    rt = init_runtime(cfg.device, cfg.seed, cfg.amp)
-    resume_from = ckpt.prepare_out_dir(cfg.out_dir, cfg.resume, cfg.overwrite)
-    out = Path(cfg.out_dir)
-
-    encoder = build_encoder(cfg)
-    cfg.img_size = encoder.cfg.img_size
-    heads_cfg = HeadsConfig(cxr_dim=encoder.cfg.embed_dim, use_ecg=cfg.use_ecg, use_labs=cfg.use_labs,
-                            contrastive_weight=cfg.contrastive_weight, regression_weight=cfg.regression_weight,
-                            target_dropout=cfg.target_dropout, dropout=cfg.head_dropout)
-    model = PaCX(PaCXConfig(encoder.cfg, heads_cfg, cfg.strategy, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout,
-                            cfg.last_n), encoder)
-
+def data_loaders(cfg: Config, rt, size: int):
+    """Training and validation loaders of Symile-MIMIC arrays or raw triplets, with their frozen-encoder targets
+    (computed once, on rank 0; the other ranks then read its cache)."""
     if rt.distributed and not rt.is_main:
-        dist.barrier()  # the frozen encoders run once, on rank 0; the other ranks then read its target cache
+        dist.barrier()
     split_data = symile_split if Path(cfg.data).is_dir() else triplet_split
-    train_set = split_data(cfg, cfg.train_split, rt, True)
-    val_set = split_data(cfg, cfg.val_split, rt, False) if cfg.val_split else None
+    train_set = split_data(cfg, cfg.train_split, rt, True, size)
+    val_set = split_data(cfg, cfg.val_split, rt, False, size) if cfg.val_split else None
     if rt.distributed and rt.is_main:
         dist.barrier()
     sampler = GlobalBatchSampler(len(train_set), cfg.batch_size, rt.rank, rt.world_size, cfg.seed)
     loader = make_loader(train_set, sampler, cfg.workers, rt.device)
     val_loader = None
     if val_set is not None:
-        val_sampler = GlobalBatchSampler(len(val_set), min(cfg.batch_size, len(val_set) // rt.world_size
-                                                            * rt.world_size), rt.rank, rt.world_size, cfg.seed,
-                                         shuffle=False)
+        val_batch = min(cfg.batch_size, len(val_set) // rt.world_size * rt.world_size)
+        val_sampler = GlobalBatchSampler(len(val_set), val_batch, rt.rank, rt.world_size, cfg.seed, shuffle=False)
         val_loader = make_loader(val_set, val_sampler, cfg.workers, rt.device)
-    steps_per_epoch = sampler.steps_per_epoch
-    total_steps = min(cfg.epochs * steps_per_epoch, cfg.max_steps or cfg.epochs * steps_per_epoch)
+    return sampler, loader, val_loader
+
+
+@exit_on_error
+def main(argv=None):
+    cfg = parse_config(Config, argv, __doc__)
+    if not cfg.data:
+        raise PacxError("--data is required (a Symile-MIMIC data_npy/ folder or a triplet CSV; see --help)")
+    rt = init_runtime(cfg.device, cfg.seed, cfg.amp)
+    resume_from = prepare_run_dir(cfg, rt)
+    out = Path(cfg.out_dir)
+
+    encoder = load_vit(cfg.init, cfg.model, cfg.img_size, norm_eps=cfg.encoder_norm_eps)
+    heads_cfg = HeadsConfig(cxr_dim=encoder.cfg.embed_dim, use_ecg=cfg.use_ecg, use_labs=cfg.use_labs,
+                            contrastive_weight=cfg.contrastive_weight, regression_weight=cfg.regression_weight,
+                            target_dropout=cfg.target_dropout, dropout=cfg.head_dropout)
+    model = PaCX(PaCXConfig(encoder.cfg, heads_cfg, cfg.strategy, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout,
+                            cfg.last_n), encoder)
+    sampler, loader, val_loader = data_loaders(cfg, rt, encoder.cfg.img_size)
 
     model.to(rt.device)
-    optimizer = make_adamw(param_groups(model, cfg.weight_decay, decay_all=cfg.decay_all), cfg.lr,
-                           (0.9, 0.999))
-    counters = {"skipped": 0}  # steps skipped under --skip_nonfinite
-    step, log = open_run(out, rt, resume_from, model, optimizer, {"script": asdict(cfg), "model": model.config_dict()},
-                         counters)
+    optimizer = make_adamw(param_groups(model, cfg.weight_decay, cfg.decay_all), cfg.lr)
+
+    def export():
+        ckpt.save_atomic(export_checkpoint(model), out / "encoder.pt")
+
+    run = Run(cfg, rt, model, optimizer, sampler, model.config_dict(), resume_from, on_save=export, show=("total",))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     rt.print0(f"stage 2: {trainable:,} trainable parameters ({model.trainable_encoder_params:,} in the encoder), "
-              f"{len(train_set)} samples, {steps_per_epoch} steps/epoch, {total_steps} steps, "
+              f"{sampler.n} samples, {run.steps_per_epoch} steps/epoch, {run.total_steps} steps, "
               f"{rt.world_size} process(es) on {rt.device}")
-
     train_model = wrap_for_training(model, rt, cfg.compile)
-
-    def save():
-        meter.check_finite(step, out / ckpt.LAST, model.parameters())
-        if rt.is_main:
-            ckpt.save_training_state(out / ckpt.LAST, model, optimizer, step, steps_per_epoch,
-                                     config=model.config_dict(), script_config=asdict(cfg), counters=counters)
-            ckpt.save_atomic(export_checkpoint(model), out / "encoder.pt")
-
-    progress = Progress(total_steps, start_step=step)
-    meter = LossMeter()
     model.train()
-    while step < total_steps:
-        epoch = step // steps_per_epoch
-        sampler.set_epoch(epoch, start_step=step % steps_per_epoch)
-        if not cfg.per_step_lr:
-            set_lr(optimizer, cfg.lr * lr_factor(epoch, cfg.warmup_epochs, cfg.epochs, cfg.lr_floor))
-        for batch in loader:
-            if cfg.per_step_lr:
-                set_lr(optimizer, cfg.lr * lr_factor(step / steps_per_epoch, cfg.warmup_epochs, cfg.epochs,
-                                                     cfg.lr_floor, per_step=True))
-            cxr, ecg, labs = [t.to(rt.device, non_blocking=True) for t in check_batch(batch)]
+    for epoch in run.epochs():
+        for batch in run.batches(loader):
+            cxr, ecg, labs = (t.to(rt.device, non_blocking=True) for t in batch)
             with rt.autocast():
                 loss, parts, _ = train_model(cxr, ecg, labs)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            step += 1
-            if finish_step(model.parameters(), optimizer, loss, cfg.grad_clip, cfg.skip_nonfinite):
-                meter.add(parts)
-            else:
-                counters["skipped"] += 1
-                rt.print0(f"step {step}: non-finite loss or gradient, step skipped ({counters['skipped']} so far)")
-            progress.update(len(cxr) * rt.world_size)
-            if step % cfg.log_every == 0 or step == total_steps:
-                meter.check_finite(step, out / ckpt.LAST)
-                means, lr = meter.means(all_reduce_mean), optimizer.param_groups[0]["lr"]
-                rt.print0(progress.line(step, epoch=epoch, loss=means.get("total", float("nan")), lr=lr))
-                log.write(step=step, epoch=epoch, **means, lr=lr, img_per_s=progress.images_per_second(),
-                          **(counters if cfg.skip_nonfinite else {}))
-            if cfg.ckpt_every and step % cfg.ckpt_every == 0:
-                save()
-            if step >= total_steps:
-                break
-        if val_loader is not None and (step % steps_per_epoch == 0 or step == total_steps):
+            run.step_done(loss, parts, len(cxr))
+        if val_loader is not None and run.epoch_ended():
             val = validate(model, val_loader, rt)
             rt.print0("validation | " + " | ".join(f"{k} {v:.4g}" for k, v in val.items()))
-            log.write(step=step, epoch=epoch, **val)
-        save()
+            run.log.write(step=run.step, epoch=epoch, **val)
+        run.save()
     rt.print0(f"done: {out / ckpt.LAST}, merged encoder {out / 'encoder.pt'}")
     shutdown(rt)
 

@@ -23,16 +23,15 @@ from pathlib import Path
 import torch
 
 from pacx.eval import plots
-from pacx.checkpoint import load
 from pacx.config import opt, parse_config
+from pacx.dist import pick_device
 from pacx.errors import PacxError, exit_on_error
-from pacx.models.mae import MAE_PRESETS, MaskedAutoencoder, mae_config_from_dict, patchify
+from pacx.models.mae import patchify
 from pacx.eval.rollout import rollout_input, rollout_map
 from pacx.runlog import read_jsonl
 from pacx.data.stage1 import image_dataset
 from pacx.data.transforms import eval_resize
-from pacx.models.vit import PRESETS, VisionTransformer
-from pacx.weights import checkpoint_vit_config, load_mae_weights, load_vit_weights
+from pacx.weights import load_mae, load_vit, vit_config
 
 WHAT = ("recon", "rollout", "lowlabel", "curves")
 
@@ -60,14 +59,6 @@ class Config:
     device: str = opt("auto", "auto | cpu | cuda")
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise PacxError(f"--device: expected auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
-
-
 def first_images(cfg: Config) -> list[tuple[str, torch.Tensor]]:
     """(file name, uint8 (3, H, W)) of the first --num_images images."""
     if not cfg.images:
@@ -79,35 +70,11 @@ def first_images(cfg: Config) -> list[tuple[str, torch.Tensor]]:
                                                                                                len(data))))]
 
 
-def vit_from(path: str, cfg: Config) -> VisionTransformer:
-    """A plain ViT with the encoder weights of any checkpoint layout; its config from the file, else --model."""
-    vit_cfg = checkpoint_vit_config(path) or PRESETS[cfg.model]()
-    if cfg.img_size:
-        vit_cfg.img_size = cfg.img_size
-    model = VisionTransformer(vit_cfg)
-    load_vit_weights(model, path)
-    return model
-
-
-def mae_from(path: str, cfg: Config) -> MaskedAutoencoder:
-    """The full MAE (encoder + decoder) of a Stage-1 checkpoint; an encoder-only file is refused (no decoder)."""
-    saved = load(path).get("config")
-    mae_cfg = mae_config_from_dict(saved) if isinstance(saved, dict) and saved.get("kind") == "mae" \
-        else MAE_PRESETS[cfg.model]()
-    if cfg.img_size:
-        mae_cfg.encoder.img_size = cfg.img_size
-    model = MaskedAutoencoder(mae_cfg)
-    if load_mae_weights(model, path) != "full":
-        raise PacxError(f"{path}: holds no MAE decoder (encoder only); reconstructions need a full MAE checkpoint "
-                        f"(a pacx Stage-1 last.pt or mae_visualize_vit_base.pth)")
-    return model
-
-
 @torch.no_grad()
 def draw_recon(cfg: Config, device: torch.device, out: Path) -> Path:
     if not cfg.mae:
         raise PacxError("recon needs --mae (a Stage-1 checkpoint with its decoder)")
-    model = mae_from(cfg.mae, cfg).to(device).eval()
+    model = load_mae(cfg.mae, cfg.model, cfg.img_size).to(device).eval()
     images = first_images(cfg)
     size, p = model.cfg.img_size, model.cfg.patch_size
     x = torch.stack([eval_resize(img, size) for _, img in images]).to(device)  # (B, 3, S, S), as in training
@@ -126,7 +93,7 @@ def draw_rollout(cfg: Config, device: torch.device, out: Path) -> Path:
     named = [(name, path) for name, path in (("MAE", cfg.mae), ("PaCX", cfg.pacx)) if path]
     if not named:
         raise PacxError("rollout needs --mae and/or --pacx (two give their difference too)")
-    models = [vit_from(path, cfg).to(device) for _, path in named]
+    models = [load_vit(path, cfg.model, cfg.img_size).to(device) for _, path in named]
     sizes = {m.cfg.img_size for m in models}
     if len(sizes) > 1:
         raise PacxError(f"--mae and --pacx take different input sizes {sorted(sizes)}; set --img_size for both")
@@ -176,8 +143,7 @@ def main(argv=None) -> list[Path]:
     cfg = parse_config(Config, argv, __doc__)
     if cfg.what not in WHAT + ("all",):
         raise PacxError(f"--what: expected one of {', '.join(WHAT)} or all, got {cfg.what!r}")
-    if cfg.model not in PRESETS:
-        raise PacxError(f"--model: expected one of {sorted(PRESETS)}, got {cfg.model!r}")
+    vit_config(cfg.model)  # an unknown --model is refused before any figure is drawn
     if cfg.what == "all":
         # Every figure whose inputs were given; a figure whose inputs are absent is left out, not an error.
         wanted = [w for w, given in (("recon", cfg.mae and cfg.images), ("rollout", (cfg.mae or cfg.pacx)

@@ -83,10 +83,10 @@ def prepare_out_dir(out_dir: str | os.PathLike, resume: bool, overwrite: bool) -
         return last
     if resume and found:
         raise PacxError(f"{out}: --resume given but there is no {LAST} to resume from (the run stopped before its "
-                        f"first checkpoint); pass --overwrite true to start again")
+                        f"first checkpoint); pass --overwrite to start again")
     if found and not overwrite:
-        raise PacxError(f"{out}: holds a previous run ({found[0].name}); pass --resume true to continue it or "
-                        f"--overwrite true to replace it")
+        raise PacxError(f"{out}: holds a previous run ({found[0].name}); pass --resume to continue it or "
+                        f"--overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
     return None
 

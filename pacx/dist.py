@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from pacx.errors import PacxError
+
 
 @dataclass
 class Runtime:
@@ -46,6 +48,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def pick_device(name: str) -> torch.device:
+    """`auto` (CUDA when there is a GPU), `cpu` or `cuda` (this process's GPU under torchrun)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda"):
+        raise PacxError(f"--device: expected auto, cpu or cuda, got {name!r}")
+    return torch.device(name, int(os.environ.get("LOCAL_RANK", "0"))) if name == "cuda" else torch.device(name)
+
+
 def init_runtime(device: str = "auto", seed: int = 0, amp: bool = True) -> Runtime:
     """Join the torchrun process group if there is one, pick the device and seed every RNG.
 
@@ -55,15 +66,11 @@ def init_runtime(device: str = "auto", seed: int = 0, amp: bool = True) -> Runti
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
+    dev = pick_device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast use TF32 tensor cores
         torch.backends.cudnn.allow_tf32 = True
-    else:
-        dev = torch.device(device)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", device_id=dev
                                 if dev.type == "cuda" else None)

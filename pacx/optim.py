@@ -12,8 +12,15 @@ import torch
 from pacx.dist import all_reduce_mean
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
-    """Trainable parameters split into decay / no-decay groups (biases and 1-D tensors get no decay)."""
+def param_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool = False,
+                 lr_scale: float = 1.0) -> list[dict]:
+    """Trainable parameters of `model` split into decay / no-decay groups (biases and 1-D tensors get no decay, unless
+    `decay_all`). Each group trains at `lr_scale` x the learning rate `set_lr` is given (fine-tuning: the backbone at
+    0.1 x the head's).
+
+    One rule for every stage. The reference's Stage-3 rule (`cl_lit.py`: no decay when p.ndim < 2 or the name holds
+    "bias" or "norm") picks the same parameters here, since every norm parameter is 1-D (tested).
+    """
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -22,16 +29,16 @@ def param_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool = 
             no_decay.append(p)
         else:
             decay.append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+    return [g for g in ({"params": decay, "weight_decay": weight_decay, "lr_scale": lr_scale},
+                        {"params": no_decay, "weight_decay": 0.0, "lr_scale": lr_scale}) if g["params"]]
 
 
 def make_adamw(groups: list[dict], lr: float, betas=(0.9, 0.999)):
     """torch.optim.AdamW with the fused kernel, on CUDA and on CPU alike (on a 2-core CPU it steps ViT-B's
     parameters 2.9x faster than the default per-tensor loop: `python -m benchmarks.fast_paths`)."""
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=True)
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=True)
+    set_lr(optimizer, lr)
+    return optimizer
 
 
 def lr_factor(t: float, warmup: float, total: float, floor: float = 0.0, per_step: bool = False) -> float:
@@ -46,8 +53,9 @@ def lr_factor(t: float, warmup: float, total: float, floor: float = 0.0, per_ste
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group at `lr` times its `lr_scale` (see `param_groups`)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def finish_step(params, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float = 0.0,

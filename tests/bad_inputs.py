@@ -86,16 +86,16 @@ def previous_run(out: Path, *names: str) -> None:
 
 MAE = ["--model", "tiny", "--img_size", "32", "--workers", "0", "--device", "cpu", "--epochs", "1", "--max_steps",
        "1", "--batch_size", "2", "--out_dir", "{t}/out"]
-LABS = ["--modality", "labs", "--workers", "0", "--device", "cpu", "--epochs", "1", "--max_steps", "1",
+LABS = ["--workers", "0", "--device", "cpu", "--epochs", "1", "--max_steps", "1",
         "--batch_size", "4", "--out_dir", "{t}/out"]
 DISTILL = ["--model", "tiny", "--img_size", "32", "--labs_dae", "{t}/dae.pt", "--targets_cache", "{t}/targets",
            "--workers", "0", "--device", "cpu", "--epochs", "1", "--max_steps", "1", "--batch_size", "8",
            "--out_dir", "{t}/out"]
 SYMILE = [*DISTILL, "--data", "{t}/data_npy", "--use_ecg", "false"]
 TRIPLETS = [*DISTILL, "--data", "{t}/triplets.csv", "--labs_table", "{t}/labs.csv"]
-EVAL = ["--backbones", "a=", "--model", "tiny", "--img_size", "32", "--workers", "0", "--device", "cpu", "--epochs",
-        "1", "--bootstrap", "10", "--batch_size", "4", "--fractions", "1.0", "--seg_epochs", "1", "--out_dir",
-        "{t}/out"]
+EVAL = ["--backbones", "a=", "--model", "tiny", "--img_size", "32", "--workers", "0", "--device", "cpu",
+        "--probe_epochs", "1", "--bootstrap", "10", "--batch_size", "4", "--fractions", "1.0", "--seg_epochs", "1",
+        "--out_dir", "{t}/out"]
 TASK = [*EVAL, "--task_csv", "{t}/images.csv", "--image_column", "path", "--label_columns", "fluid_overload",
         "--task_type", "binary"]
 
@@ -118,7 +118,7 @@ def task(t: Path, w: Path) -> None:
 @dataclass
 class Case:
     id: str
-    script: str  # module whose main(argv) reads the input: train_mae, train_distill, evaluate, visualize, pacx.data.cache
+    script: str  # module whose main(argv) reads the input: a script (train_mae, ...) or pacx.data.make_cache
     build: Callable[[Path, Path], object]  # (tmp_path, world): write the bad input into tmp_path
     argv: list[str]
     expect: str  # what the error line must contain ({t}: tmp_path), at least the offending file, line or key

@@ -73,7 +73,7 @@ def compare(new: dict, golden: dict) -> list[str]:
     if set(new["tensors"]) != set(golden["tensors"]):
         bad.append(f"checkpoint keys differ: {sorted(set(new['tensors']) ^ set(golden['tensors']))[:5]}")
     for key in set(new["tensors"]) & set(golden["tensors"]):
-        (s, p, a), (s0, p0, a0) = new["tensors"][key], golden["tensors"][key]
+        (s, p, _), (s0, p0, a0) = new["tensors"][key], golden["tensors"][key]
         tol = 1e-3 * a0 + 1e-6
         if abs(s - s0) > tol or abs(p - p0) > tol:
             bad.append(f"{key}: projections ({s:.6g}, {p:.6g}) vs pinned ({s0:.6g}, {p0:.6g}), tolerance {tol:.3g}")

@@ -34,7 +34,8 @@ def world(tmp_path_factory) -> Path:
     """A pristine 8/4/4-patient synthetic world (images, masks, labs, WFDB, Symile arrays) with a tiny MAE and lab
     DAE checkpoint. Cases copy what they need out of it, so it is never modified."""
     from pacx.checkpoint import save_atomic
-    from pacx.models.labs_dae import LabDAE, lab_dae_checkpoint
+    from pacx.models.labs_dae import LabDAE
+    from pacx.weights import lab_dae_checkpoint
     from pacx.models.mae import MaskedAutoencoder, mae_tiny
     from pacx.world.files import write_world
 
@@ -86,16 +87,16 @@ CASES = [
          [*MAE, "--data", "{t}/list.txt"], "{t}/list.txt: expected a folder of images or a .csv"),
     Case("output folder holding another run", "train_mae",
          lambda t, w: (pngs(t / "data"), previous_run(t / "out", "last.pt", "metrics.jsonl", "config.json")),
-         [*MAE, "--data", "{t}/data"], "{t}/out: holds a previous run (last.pt); pass --resume true"),
+         [*MAE, "--data", "{t}/data"], "{t}/out: holds a previous run (last.pt); pass --resume"),
     Case("output folder holding a run killed before its first checkpoint", "train_mae",
          lambda t, w: (pngs(t / "data"), previous_run(t / "out", "metrics.jsonl", "config.json")),
          [*MAE, "--data", "{t}/data"], "{t}/out: holds a previous run"),
-    # python -m pacx.data.cache and caches used by train_mae.py ----
-    Case("cache rebuild meets a corrupt image (the old cache is kept)", "pacx.data.cache",
+    # python -m pacx.data.make_cache and caches used by train_mae.py ----
+    Case("cache rebuild meets a corrupt image (the old cache is kept)", "pacx.data.make_cache",
          lambda t, w: (cache(t), write(t / "images" / "zz_bad.png", b"\x89PNG\r\n\x1a\n and no image after it")),
          ["--data", "{t}/images", "--out", "{t}/cache", "--size", "16", "--workers", "0"],
          "{t}/images/zz_bad.png: not a readable image", subprocess=True),
-    Case("cache --out is a folder of the user's", "pacx.data.cache",
+    Case("cache --out is a folder of the user's", "pacx.data.make_cache",
          lambda t, w: (pngs(t / "images"), write(t / "mine" / "notes.txt", "keep me\n")),
          ["--data", "{t}/images", "--out", "{t}/mine", "--size", "16", "--workers", "0"],
          "{t}/mine: exists and is not a pacx image cache"),
@@ -103,31 +104,31 @@ CASES = [
          "{t}/images/ok0.png: changed since the cache was built"),
     Case("cache with a truncated array", "train_mae", truncated_cache_array, [*MAE, "--data", "{t}/cache"],
          "{t}/cache/images.npy: not a readable .npy array"),
-    # train_mae.py --modality labs ----
-    Case("labs table missing", "train_mae", lambda t, w: None, [*LABS, "--data", "{t}/labs.csv"],
+    # train_labs.py ----
+    Case("labs table missing", "train_labs", lambda t, w: None, [*LABS, "--data", "{t}/labs.csv"],
          "{t}/labs.csv: no such file"),
-    Case("lab value that is not a number", "train_mae",
+    Case("lab value that is not a number", "train_labs",
          lambda t, w: edit_csv(w / "labs.csv", set_cell(3, "50813", "high"), t / "labs.csv"),
          [*LABS, "--data", "{t}/labs.csv"], "{t}/labs.csv: line 5 (data row 4), column '50813': expected a number"),
-    Case("labs table missing a lab column", "train_mae",
+    Case("labs table missing a lab column", "train_labs",
          lambda t, w: edit_csv(w / "labs.csv", lambda df: df.drop(columns=["50813"]), t / "labs.csv"),
          [*LABS, "--data", "{t}/labs.csv"], "{t}/labs.csv: no column for lab(s) 50813 (Lactate)"),
-    Case("empty labs table (zero bytes)", "train_mae", lambda t, w: write(t / "labs.csv", b""),
+    Case("empty labs table (zero bytes)", "train_labs", lambda t, w: write(t / "labs.csv", b""),
          [*LABS, "--data", "{t}/labs.csv"], "{t}/labs.csv: not a readable CSV table"),
-    Case("header-only labs table", "train_mae",
+    Case("header-only labs table", "train_labs",
          lambda t, w: write(t / "labs.csv", (w / "labs.csv").read_text().splitlines()[0] + "\n"),
          [*LABS, "--data", "{t}/labs.csv"], "{t}/labs.csv: no data rows"),
-    Case("NaN lab percentile", "train_mae",
+    Case("NaN lab percentile", "train_labs",
          lambda t, w: edit_npy(symile(t, w) / "labs_percentiles_train.npy", set_value((2, 3), np.nan)),
          [*LABS, "--data", "{t}/data_npy"], "{t}/data_npy/train/labs_percentiles_train.npy: lab percentile at row 2, "
                                             "column 3 is nan"),
-    Case("lab percentile out of [0, 1]", "train_mae",
+    Case("lab percentile out of [0, 1]", "train_labs",
          lambda t, w: edit_npy(symile(t, w) / "labs_percentiles_train.npy", set_value((5, 0), 1.5)),
          [*LABS, "--data", "{t}/data_npy"], "labs_percentiles_train.npy: lab percentile at row 5, column 0 is 1.5"),
-    Case("observed mask not 0/1", "train_mae",
+    Case("observed mask not 0/1", "train_labs",
          lambda t, w: edit_npy(symile(t, w) / "labs_missingness_train.npy", set_value((1, 1), 2)),
          [*LABS, "--data", "{t}/data_npy"], "{t}/data_npy/train/labs_missingness_train.npy: the observed mask must"),
-    Case("corrupt .npy file", "train_mae", corrupt_npy, [*LABS, "--data", "{t}/data_npy"],
+    Case("corrupt .npy file", "train_labs", corrupt_npy, [*LABS, "--data", "{t}/data_npy"],
          "{t}/data_npy/train/labs_percentiles_train.npy: not a readable .npy array"),
     # train_distill.py on Symile-MIMIC arrays ----
     Case("Symile array lengths disagree", "train_distill",
@@ -153,7 +154,7 @@ CASES = [
          [*SYMILE, "--use_ecg", "true"], "{t}/data_npy/train/ecg_train.npy: row 4: expected finite ECG samples"),
     Case("output folder holding another distillation run", "train_distill",
          lambda t, w: (symile(t, w), previous_run(t / "out", "last.pt", "encoder.pt", "metrics.jsonl")),
-         SYMILE, "{t}/out: holds a previous run (last.pt); pass --resume true"),
+         SYMILE, "{t}/out: holds a previous run (last.pt); pass --resume"),
     # train_distill.py on raw triplets: CSV + WFDB records + labs table ----
     Case("triplet CSV without the ECG column", "train_distill",
          lambda t, w: (triplets(t, w), edit_csv(t / "triplets.csv", lambda df: df.drop(columns=["ecg_path"]))),

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from pacx.data.cache import ARRAY, INDEX, CacheError, CachedImages, build_cache, main
+from pacx.data.cache import ARRAY, INDEX, CacheError, CachedImages, build_cache
+from pacx.data.make_cache import main
 from pacx.data.datasets import ImageFolderList
 from pacx.errors import DataError
 from pacx.data.images import read_gray

@@ -12,7 +12,9 @@ from PIL import Image
 from torch.utils.data import default_collate
 
 from pacx.data.cxr_datasets import CHEXPERT_LABELS, NIH_LABELS, CheXpert, NIHChestXray14, VinDrCXR
-from pacx.data.datasets import DatasetFormatError, ImageCSV, ImageFolderList, SegmentationCSV, SymileMIMIC, TripletCSV
+from pacx.data.datasets import ImageCSV, ImageFolderList, SegmentationCSV
+from pacx.data.symile import SymileMIMIC
+from pacx.data.tables import DatasetFormatError
 from pacx.errors import DataError
 
 
@@ -360,28 +362,3 @@ def test_symile_bad_inputs(tmp_path):
     (root / "train" / "hadm_id_train.npy").write_bytes(b"garbage")
     raises(lambda: SymileMIMIC(root, "train"), "hadm_id_train.npy", "not a readable .npy")
     raises(lambda: SymileMIMIC(root, "val"), "val", "no such folder")
-
-
-# ---- raw triplets ----
-
-def test_triplet_csv_with_injected_readers(tmp_path):
-    png(tmp_path / "cxr" / "a.png", 5)
-    png(tmp_path / "cxr" / "b.png", 6)
-    for rec in ("r1", "r2"):
-        (tmp_path / "ecg").mkdir(exist_ok=True)
-        (tmp_path / "ecg" / f"{rec}.hea").write_text("header")
-    csv = write_csv(tmp_path / "pairs.csv", [
-        {"cxr_path": "cxr/a.png", "ecg_path": "ecg/r1", "lab_id": "L7"},
-        {"cxr_path": "cxr/b.png", "ecg_path": "ecg/r2.hea", "lab_id": "L9"},  # record named with its header
-    ])
-    labs = {"L7": (np.full(50, 0.7), np.ones(50)), "L9": (np.full(50, 0.9), np.zeros(50))}
-    ds = TripletCSV(csv, ecg_reader=lambda p: np.full((12, 30), float(Path(p).stem[1])), lab_lookup=labs.__getitem__)
-    item = ds[1]
-    assert int(item["image"][0, 0, 0]) == 6 and item["lab_id"] == "L9"
-    assert torch.equal(item["ecg"], torch.full((12, 30), 2.0))
-    assert torch.allclose(item["labs"], torch.full((50,), 0.9)) and float(item["mask"].sum()) == 0
-    only_cxr = TripletCSV(csv, lab_column="absent")  # no readers: only the image column is needed
-    assert set(only_cxr[0]) == {"image", "path"}
-    (tmp_path / "ecg" / "r2.hea").unlink()
-    raises(lambda: TripletCSV(csv, ecg_reader=lambda p: p), "1 of 2 files", "'ecg_path'", "line 3", "r2.hea")
-    raises(lambda: TripletCSV(csv, lab_column="lab", lab_lookup=labs.__getitem__), "missing column 'lab'")

@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from pacx.errors import PacxError
-from pacx.models.ecg import BasicBlock, ConvPadSame, ECGEncoder, Net1D, Net1DConfig, ecg_embed_dim
+from pacx.data.targets import frozen_ecg_encoder
+from pacx.models.ecg import BasicBlock, ConvPadSame, Net1D, Net1DConfig, ecg_embed_dim
+from pacx.weights import load_ecg_encoder
 
 # Counted by instantiating PKUDigitalHealth/ECGFounder net1d.py `Net1D(12, 64, 1, [64,160,160,400,400,1024,1024],
 # [2,2,2,3,3,4,4], 16, 2, 16, n_classes=150, use_bn=False, use_do=False)`: every parameter, BN and dense included.
@@ -88,7 +90,7 @@ def test_checkpoint_round_trip_gives_identical_features(source_net, tmp_path):
     with torch.no_grad():
         expected = source_net.forward_features(x)
     for path in (wrapped, bare_ddp):
-        encoder = ECGEncoder.from_checkpoint(path)
+        encoder = load_ecg_encoder(path)
         assert torch.equal(encoder(x), expected)
         assert encoder.dense is None and not any(p.requires_grad for p in encoder.parameters())
         encoder.train()
@@ -102,22 +104,22 @@ def test_checkpoint_with_wrong_keys_or_shapes_is_refused(source_net, tmp_path):
     state_dict[renamed.replace("conv1", "conv9")] = state_dict.pop(renamed)
     torch.save({"state_dict": state_dict}, bad_keys)
     with pytest.raises(PacxError, match=r"1 missing keys \['stage_list.0.block_list.0.conv1.conv.weight'\].*conv9"):
-        ECGEncoder.from_checkpoint(bad_keys)
+        load_ecg_encoder(bad_keys)
 
     one_lead = tmp_path / "one_lead.pth"
     state_dict = dict(source_net.state_dict())
     state_dict["first_conv.conv.weight"] = torch.zeros(64, 1, 16)  # the 1-lead ECGFounder stem
     torch.save({"state_dict": state_dict}, one_lead)
     with pytest.raises(PacxError, match=r"first_conv.conv.weight has shape \(64, 1, 16\), expected \(64, 12, 16\)"):
-        ECGEncoder.from_checkpoint(one_lead)
+        load_ecg_encoder(one_lead)
 
     with pytest.raises(PacxError, match="nowhere.pth"):
-        ECGEncoder.from_checkpoint(tmp_path / "nowhere.pth")
+        load_ecg_encoder(tmp_path / "nowhere.pth")
 
 
 def test_random_weights_warn_loudly():
     with pytest.warns(UserWarning, match="RANDOM WEIGHTS.*MEANINGLESS"):
-        encoder = ECGEncoder.from_checkpoint(None)
+        encoder = frozen_ecg_encoder(None)
     assert encoder(torch.randn(1, 12, 600)).shape == (1, ecg_embed_dim)
 
 

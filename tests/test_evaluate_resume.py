@@ -33,7 +33,7 @@ DEV = torch.device("cpu")
 SCRIPT = str(ROOT / "evaluate.py")
 TINY = ["--backbones", "a=", "--model", "tiny", "--img_size", "32", "--device", "cpu", "--workers", "0",
         "--batch_size", "4", "--bootstrap", "30", "--label_columns", "finding", "--task_type", "binary",
-        "--epochs", "4", "--lr", "1e-2", "--backbone_lr_scale", "1", "--log_every", "1"]
+        "--finetune_epochs", "4", "--finetune_lr", "1e-2", "--backbone_lr_scale", "1", "--log_every", "1"]
 
 
 class Crash(Exception):
@@ -161,7 +161,7 @@ def test_killed_evaluation_resumes_bit_identical(data, tmp_path, mode, capsys):
     assert e.value.code == 2 and len(err.splitlines()) == 1 and "previous evaluation" in err and "--resume" in err
     assert files(out) == before
 
-    resumed = run([*args, "--resume", "true"])
+    resumed = run([*args, "--resume"])
     assert resumed.returncode == 0, resumed.stderr
     assert "a 0.5 (8 train): finished before" in resumed.stdout and "a 0.5 (8 train): step" not in resumed.stdout
     assert f"resumed {last} at epoch {state['epoch']}, batch {state['batch']}" in resumed.stdout
@@ -184,22 +184,22 @@ def test_killed_evaluation_resumes_bit_identical(data, tmp_path, mode, capsys):
 
 def test_folder_with_an_evaluation_is_refused_and_untouched(data, tmp_path, capsys):
     out = tmp_path / "eval"
-    args = [*TINY, "--task_csv", str(data / "task.csv"), "--fractions", "1", "--epochs", "2", "--out_dir", str(out)]
+    args = [*TINY, "--task_csv", str(data / "task.csv"), "--fractions", "1", "--probe_epochs", "2", "--out_dir", str(out)]
     evaluate.main(args)  # a linear probe: no run files, so --resume recomputes it
     (out / "notes.txt").write_text("mine")
     before = files(out)
-    for extra in ([], ["--resume", "true", "--overwrite", "true"]):
+    for extra in ([], ["--resume", "--overwrite"]):
         with pytest.raises(SystemExit) as e:
             evaluate.main([*args, *extra])
         assert e.value.code == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and len(err.splitlines()) == 1, err
         assert files(out) == before
-    evaluate.main([*args, "--resume", "true"])
+    evaluate.main([*args, "--resume"])
     assert files(out) == before  # recomputed: the same results, byte for byte
     (out / "finetune").mkdir()
     (out / "finetune" / "a_1.pt").write_bytes(b"stale")
-    evaluate.main([*args, "--overwrite", "true", "--bootstrap", "40"])
+    evaluate.main([*args, "--overwrite", "--bootstrap", "40"])
     after = files(out)
     assert after["notes.txt"] == b"mine" and not (out / "finetune" / "a_1.pt").exists()
     assert after["results.json"] != before["results.json"]

@@ -4,7 +4,9 @@ import math
 import pytest
 import torch
 
-from pacx.models.labs_dae import LabDAE, LabDAEConfig, LabDAETrainConfig, lab_dae_checkpoint, load_lab_dae, masked_mse
+from pacx.errors import PacxError
+from pacx.models.labs_dae import LabDAE, LabDAEConfig, masked_mse
+from pacx.weights import lab_dae_checkpoint, load_lab_dae
 
 
 def lab_batch(n: int, seed: int, observed: float = 0.7):
@@ -26,11 +28,6 @@ def test_architecture_and_key_names():
     x, m = lab_batch(4, 0)
     _, x_hat = model(x, m)
     assert x_hat.min() >= 0 and x_hat.max() <= 1  # Sigmoid output
-
-
-def test_train_config_matches_design():
-    t = LabDAETrainConfig()
-    assert (t.lr, t.weight_decay, t.warmup_steps, t.batch_size, t.epochs) == (3e-4, 1e-2, 200, 256, 50)
 
 
 def test_corruption_drops_fifteen_percent_of_observed_only():
@@ -138,5 +135,5 @@ def test_checkpoint_round_trip(tmp_path):
         assert torch.equal(loaded.encode(x, m), model.encode(x, m))
 
     torch.save({"model": model.state_dict(), "config": {"hiden": 64}}, tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match=r"unknown LabDAEConfig fields \['hiden'\]"):
+    with pytest.raises(PacxError, match=r"unknown LabDAEConfig fields \['hiden'\]"):
         load_lab_dae(tmp_path / "bad.pt")

@@ -122,7 +122,7 @@ def test_skip_nonfinite_leaves_the_state_of_the_step_before(image_dir, tmp_path,
 
 def test_skip_count_survives_a_resume(image_dir, tmp_path, monkeypatch):
     run_mae(image_dir, tmp_path, 2, "--skip_nonfinite", "--ckpt_every", "1", bad_step=1, monkeypatch=monkeypatch)
-    run_mae(image_dir, tmp_path, 4, "--skip_nonfinite", "--resume", "true", "--max_steps", "4")
+    run_mae(image_dir, tmp_path, 4, "--skip_nonfinite", "--resume", "--max_steps", "4")
     assert load(tmp_path / LAST)["counters"] == {"skipped": 1}
     assert [r["skipped"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 1, 1, 1]
 

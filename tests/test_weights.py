@@ -10,7 +10,7 @@ from pacx.models.mae import MaskedAutoencoder, mae_tiny
 from pacx.models.pacx_model import PaCX, PaCXConfig, export_checkpoint
 from pacx.models.heads import HeadsConfig
 from pacx.models.vit import VisionTransformer, vit_tiny
-from pacx.weights import checkpoint_vit_config, load_mae_weights, load_vit_weights
+from pacx.weights import load_encoder_weights, load_mae_weights, load_vit, read_checkpoint
 
 
 def features(model, x):
@@ -29,14 +29,13 @@ def test_official_mae_layouts(mae, tmp_path):
     torch.save({"model": mae.state_dict()}, tmp_path / "full.pth")  # mae_pretrain_vit_base_full.pth layout
     torch.save({"model": mae.encoder_state_dict()}, tmp_path / "enc.pth")  # mae_pretrain_vit_base.pth layout
     other = MaskedAutoencoder(mae_tiny())
-    assert load_mae_weights(other, tmp_path / "full.pth") == "full"
+    assert load_mae_weights(other, read_checkpoint(tmp_path / "full.pth")) == "full"
     assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), mae.state_dict().values()))
     fresh = MaskedAutoencoder(mae_tiny())
     decoder_before = fresh.decoder_pred.weight.clone()
-    assert load_mae_weights(fresh, tmp_path / "enc.pth") == "encoder"
+    assert load_mae_weights(fresh, read_checkpoint(tmp_path / "enc.pth")) == "encoder"
     assert torch.equal(fresh.decoder_pred.weight, decoder_before)  # decoder left at its initialisation
-    vit = VisionTransformer(vit_tiny())
-    load_vit_weights(vit, tmp_path / "full.pth")
+    vit = load_vit(str(tmp_path / "full.pth"), "tiny")
     torch.testing.assert_close(features(vit, x), features(mae, x))
 
 
@@ -44,8 +43,7 @@ def test_original_pacx_stage1_lightning_layout(mae, tmp_path):
     """Lightning Stage 1: {'state_dict': {'model.<MAE key>'}}."""
     torch.save({"state_dict": {f"model.{k}": v for k, v in mae.state_dict().items()}, "epoch": 399},
                tmp_path / "stage1.ckpt")
-    vit = VisionTransformer(vit_tiny())
-    load_vit_weights(vit, tmp_path / "stage1.ckpt")
+    vit = load_vit(str(tmp_path / "stage1.ckpt"), "tiny")
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(features(vit, x), features(mae, x))
 
@@ -68,26 +66,41 @@ def test_original_pacx_stage2_layout_equals_pacx_weights(mae, tmp_path):
     torch.save({"state_dict": peft}, tmp_path / "stage2.ckpt")
     torch.save(export_checkpoint(model), tmp_path / "encoder.pt")
 
-    from_original = VisionTransformer(vit_tiny(norm_eps=1e-5))
-    load_vit_weights(from_original, tmp_path / "stage2.ckpt")
-    cfg = checkpoint_vit_config(tmp_path / "encoder.pt")
-    assert cfg.norm_eps == 1e-5
-    from_pacx = VisionTransformer(cfg)
-    load_vit_weights(from_pacx, tmp_path / "encoder.pt")
+    from_original = load_vit(str(tmp_path / "stage2.ckpt"), "tiny", norm_eps=1e-5)
+    from_pacx = load_vit(str(tmp_path / "encoder.pt"))  # its config from the file: tiny, eps 1e-5
+    assert from_pacx.cfg.norm_eps == 1e-5 and from_pacx.cfg.embed_dim == 64
     x = torch.randn(2, 3, 64, 64)
     want = features(model.encoder.eval(), x)  # unmerged adapters, dropout off
     torch.testing.assert_close(features(from_original, x), want, atol=1e-5, rtol=0)
     torch.testing.assert_close(features(from_pacx, x), want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("r, alpha", [(8, 16.0), (4, 16.0), (8, 32.0), (2, 3.0)])
+def test_stage2_last_pt_loads_equal_to_its_encoder_pt(mae, tmp_path, r, alpha):
+    """A pacx Stage-2 training checkpoint (adapters unmerged) read as a ViT merges with its own alpha / r: its
+    features equal those of the merged export, for any rank and alpha (a fixed scaling of 2 fails all but (8, 16))."""
+    torch.manual_seed(2)
+    enc = VisionTransformer(vit_tiny(norm_eps=1e-5))
+    enc.load_state_dict(mae.encoder_state_dict())
+    model = PaCX(PaCXConfig(enc.cfg, HeadsConfig(cxr_dim=64), lora_r=r, lora_alpha=alpha), enc)
+    for name, p in model.encoder.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    torch.save({"model": model.state_dict(), "config": model.config_dict()}, tmp_path / "last.pt")
+    torch.save(export_checkpoint(model), tmp_path / "encoder.pt")
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(features(load_vit(str(tmp_path / "last.pt")), x),
+                               features(load_vit(str(tmp_path / "encoder.pt")), x), atol=1e-5, rtol=0)
+
+
 def test_wrong_architecture_names_the_keys(mae, tmp_path):
     torch.save({"model": mae.state_dict()}, tmp_path / "tiny.pth")
     bigger = VisionTransformer(vit_tiny(depth=6))
     with pytest.raises(PacxError, match=r"tiny.pth.*missing 24: blocks\.4\."):
-        load_vit_weights(bigger, tmp_path / "tiny.pth")
+        load_encoder_weights(bigger, read_checkpoint(tmp_path / "tiny.pth"))
     wider = VisionTransformer(vit_tiny(embed_dim=128))
     with pytest.raises(PacxError, match=r"shape mismatch: blocks.0.attn.proj.bias \(64,\) vs \(128,\)"):
-        load_vit_weights(wider, tmp_path / "tiny.pth")
+        load_encoder_weights(wider, read_checkpoint(tmp_path / "tiny.pth"))
 
 
 class Payload:
@@ -104,12 +117,12 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
     with open(path, "wb") as f:
         torch.save({"model": {"x": torch.zeros(1)}, "extra": Payload()}, f, pickle_protocol=2)
     with pytest.raises(PacxError, match="evil.pth: not a loadable checkpoint"):
-        load_vit_weights(VisionTransformer(vit_tiny()), path)
+        load_vit(str(path), "tiny")
     assert not os.path.exists("/tmp/pacx_payload_ran")
     with open(path, "wb") as f:
         pickle.dump({"model": {}}, f)  # not even a torch file
     with pytest.raises(PacxError, match="evil.pth"):
-        load_vit_weights(VisionTransformer(vit_tiny()), path)
+        load_vit(str(path), "tiny")
 
 
 def test_lora_never_touches_the_mae_decoder(mae):

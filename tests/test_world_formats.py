@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from pacx.data.datasets import ImageCSV, SegmentationCSV, SymileMIMIC, TripletCSV
+from pacx.data.datasets import ImageCSV, SegmentationCSV
+from pacx.data.symile import SymileMIMIC
+from pacx.data.tables import read_table
 from pacx.data.ecg_io import ECGFOUNDER_LEADS, MIMIC_ECG_LEADS, read_wfdb_ecg
 from pacx.data.labs import LabPercentiles, read_lab_table
 from pacx.world.files import LABEL_NAMES, write_world
@@ -36,19 +38,13 @@ def test_symile_splits_and_triplets_agree(world):
     np.testing.assert_allclose(item["labs"].numpy(), x[2], atol=1e-6)
     np.testing.assert_array_equal(item["mask"].numpy(), m[2])
 
-    def lab_lookup(hadm_id):
-        i = train_ids.index(str(hadm_id))
-        return x[i], m[i]
-
-    trip = TripletCSV(world / "triplets.csv", lab_column="hadm_id", ecg_reader=lambda p: read_wfdb_ecg(p)[0],
-                      lab_lookup=lab_lookup)
-    t = trip[2]  # the first rows of triplets.csv are the training patients, in the same order
-    assert t["lab_id"] == train_ids[2]
-    np.testing.assert_array_equal(t["labs"].numpy(), x[2])
+    # The raw triplets name the same patients in the same order: row 2 holds train patient 2's WFDB record.
+    trip = read_table(world / "triplets.csv", ["hadm_id", "ecg_path"])
+    assert trip["hadm_id"].iloc[2] == train_ids[2]
+    raw = read_wfdb_ecg(world / trip["ecg_path"].iloc[2])[0]  # (12, 5000) mV, ECGFounder lead order
     # The Symile ECG (MIMIC lead order, min-max to [-1, 1]) is an affine image of the WFDB record's leads.
     order = [MIMIC_ECG_LEADS.index(lead) for lead in ECGFOUNDER_LEADS]
     sym = item["ecg"].numpy()[order]  # (12, 5000) in ECGFounder order
-    raw = t["ecg"].numpy()
     slope, intercept = np.polyfit(raw.ravel(), sym.ravel(), 1)
     np.testing.assert_allclose(slope * raw + intercept, sym, atol=5e-3)
     assert sym.min() == pytest.approx(-1, abs=1e-6) and sym.max() == pytest.approx(1, abs=1e-6)

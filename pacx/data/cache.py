@@ -21,7 +21,7 @@ Choices to know about:
 - Atomic: the build writes into `<out>.tmp-<pid>/` and renames it to `<out>` at the end, so a killed build never
   leaves a half-written cache under the final name. A bad image stops the build with the reader's one-line error.
 
-    python -m pacx.data.cache --data CheXpert-v1.0/train.csv --image_column Path --out cache/chexpert_256 --size 256
+    python -m pacx.data.make_cache --data CheXpert-v1.0/train.csv --image_column Path --out cache/chexpert_256 --size 256
 
 Disk: N * size^2 bytes (CheXpert's 224,316 images at 256: 14.7 GB).
 
@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -40,8 +39,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset
 
-from pacx.config import opt, parse_config
-from pacx.errors import DataError, exit_on_error
+from pacx.errors import DataError
 from pacx.data.images import read_gray
 
 FORMAT = "pacx-image-cache"
@@ -259,29 +257,3 @@ class CachedImages(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return {"image": image, "path": self.paths[i]}
-
-
-@dataclass
-class Config:
-    data: str = opt("", "a folder of images or a CSV with an image-path column")
-    image_column: str = opt("Path", "image-path column of a CSV (CheXpert: Path)")
-    image_root: str = opt("", "folder that relative CSV paths start from (default: the CSV's folder)")
-    out: str = opt("cache/images_256", "cache folder to write (images.npy + index.json)")
-    size: int = opt(256, "stored side: shorter side resized to it, then centre-cropped (256 for 224 training)")
-    workers: int = opt(8, "decoding processes (0: decode in this process)")
-    progress_every: int = opt(1000, "images between progress lines")
-
-
-@exit_on_error
-def main(argv=None):
-    from pacx.data.stage1 import image_dataset  # here, not at the top: stage1_data may open caches itself
-
-    cfg = parse_config(Config, argv, __doc__)
-    if not cfg.data:
-        raise CacheError("--data is required (a folder of images or a CSV with an image-path column)")
-    images = image_dataset(cfg.data, cfg.image_column, cfg.image_root)
-    build_cache(images, cfg.out, cfg.size, cfg.workers, cfg.progress_every)
-
-
-if __name__ == "__main__":
-    main()

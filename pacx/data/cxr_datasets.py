@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from pacx.data.datasets import (DatasetFormatError, LabelledImages, _fail, _image_item, check_exist, check_unique, file_column,
-                       parse_codes, read_table)
+from pacx.data.datasets import LabelledImages, image_item
+from pacx.data.tables import DatasetFormatError, cell_error, check_exist, check_unique, file_column, parse_codes, read_table
 
 CHEXPERT_LABELS = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -74,7 +74,7 @@ class CheXpert(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return {
-            "image": _image_item(self.paths[i], self.transform),
+            "image": image_item(self.paths[i], self.transform),
             "label": torch.from_numpy(self.labels[i]),
             "label_mask": torch.from_numpy(self.label_mask[i]),
             "path": str(self.paths[i]),
@@ -105,7 +105,7 @@ class NIHChestXray14(LabelledImages):
                 if name == "No Finding":
                     continue
                 if name not in column:
-                    raise _fail(csv, i, "Finding Labels", "'|'-joined NIH finding names or 'No Finding'", name)
+                    raise cell_error(csv, i, "Finding Labels", "'|'-joined NIH finding names or 'No Finding'", name)
                 labels[i, column[name]] = 1.0
         rows = np.arange(len(df)) if split == "all" else self._split_rows(root / self.SPLIT_FILES[split], df, csv)
         self.ids = df["Image Index"].to_numpy()[rows]

@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import Subset
 
 from pacx.data.cache import INDEX, CachedImages
-from pacx.data.datasets import ImageCSV, ImageFolderList, _load_npy, read_table
+from pacx.data.datasets import ImageCSV, ImageFolderList
+from pacx.data.tables import load_npy, read_table
 from pacx.errors import DataError
 from pacx.data.labs import LabPercentiles, read_lab_table
 
@@ -24,7 +25,7 @@ def image_dataset(data: str, image_column: str = "Path", image_root: str = "", s
     """A preprocessing cache (`pacx.data.cache`), a folder of images, or a CSV with an image-path column (optionally only
     the rows whose `split_column` equals `split`); items are dicts with a uint8 (3, H, W) 'image'."""
     path = Path(data)
-    if (path / INDEX).is_file():  # a preprocessing cache built by `python -m pacx.data.cache`
+    if (path / INDEX).is_file():  # a preprocessing cache built by `python -m pacx.data.make_cache`
         return CachedImages(path)
     if path.is_dir():
         return ImageFolderList(path)
@@ -51,7 +52,7 @@ def lab_arrays(data: str, out_dir: Path, id_column: str | None = None) -> tuple[
         for f in (x_file, m_file):
             if not f.is_file():
                 raise DataError(f"{f}: not found (expected a Symile-MIMIC data_npy/ folder or its train/ split)")
-        x, m = np.array(_load_npy(x_file)), np.array(_load_npy(m_file))  # small: read whole, not mapped
+        x, m = np.array(load_npy(x_file)), np.array(load_npy(m_file))  # small: read whole, not mapped
         if x.ndim != 2 or x.shape[1] != 50 or x.shape != m.shape:
             raise DataError(f"{x_file}: expected (N, 50) percentiles matching {m_file.name}, found {x.shape} and "
                             f"{m.shape}")

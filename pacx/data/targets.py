@@ -21,7 +21,8 @@ from pacx.models.ecg import ECGEncoder, ecg_embed_dim as ECG_DIM
 from pacx.data.ecg_io import ecgfounder_preprocess, read_wfdb_ecg, symile_ecg_to_ecgfounder
 from pacx.errors import DataError
 from pacx.data.labs import LabPercentiles, read_lab_table
-from pacx.models.labs_dae import LabDAE, load_lab_dae
+from pacx.models.labs_dae import LabDAE
+from pacx.weights import load_ecg_encoder, load_lab_dae
 
 
 def file_digest(path: str | os.PathLike | None) -> str:
@@ -45,17 +46,21 @@ def cache_key(**parts) -> str:
 
 
 def frozen_ecg_encoder(path: str | None, seed: int = 0) -> ECGEncoder:
-    """ECGFounder from `12_lead_ECGFounder.pth`, or a seeded random network (with ECGEncoder's loud warning)."""
+    """ECGFounder from `12_lead_ECGFounder.pth`, or a seeded random network (with a loud warning)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # random weights must be the same in every process and every run
-        return ECGEncoder.from_checkpoint(path or None)
+        if path:
+            return load_ecg_encoder(path)
+        warnings.warn("ECGEncoder: NO CHECKPOINT GIVEN -> RANDOM WEIGHTS. The ECG embeddings/targets it produces are "
+                      "MEANINGLESS; pass the ECGFounder file 12_lead_ECGFounder.pth for real targets.", stacklevel=2)
+        return ECGEncoder()
 
 
 def frozen_lab_encoder(path: str | None, seed: int = 0) -> LabDAE:
     if path:
         return load_lab_dae(path).eval()
     warnings.warn("no --labs_dae checkpoint: the lab targets come from a RANDOM lab DAE and are meaningless; train "
-                  "one with `train_mae.py --modality labs`", stacklevel=2)
+                  "one with `train_labs.py`", stacklevel=2)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return LabDAE().eval()

@@ -33,7 +33,8 @@ from pacx.errors import PacxError
 from pacx.loader import check_batch
 from pacx.models.lora import inject_lora, mark_trainable
 from pacx.eval.metrics import macro_auroc
-from pacx.eval.probe import ProbeConfig, adamw_groups, classification_loss, is_better, set_epoch_lr, to_probabilities
+from pacx.eval.probe import ProbeConfig, classification_loss, is_better, set_epoch_lr, to_probabilities
+from pacx.optim import make_adamw, param_groups
 from pacx.runlog import Progress
 
 RUNS = "finetune"  # the folder of run files inside evaluate.py's out_dir
@@ -87,7 +88,7 @@ def load_trainable(model: nn.Module, state: dict, path) -> None:
     if set(state) != expected:
         odd = sorted(set(state) ^ expected)[0]
         raise PacxError(f"{path}: its weights do not fit this model (parameter {odd!r}); resume with the options "
-                        f"that wrote it or pass --overwrite true")
+                        f"that wrote it or pass --overwrite")
     model.load_state_dict(state, strict=False)  # strict=False: the frozen parameters are not in the file
 
 
@@ -106,8 +107,8 @@ def prepare_eval_dir(out_dir, resume: bool, overwrite: bool) -> Path:
     runs = sorted((out / RUNS).glob("*.pt*")) if (out / RUNS).is_dir() else []  # *.pt and interrupted *.pt.tmp
     previous = [out / name for name in RESULTS if (out / name).exists()] + runs
     if previous and not (resume or overwrite):
-        raise PacxError(f"{out}: holds a previous evaluation ({previous[0].relative_to(out)}); pass --resume true to "
-                        f"continue it or --overwrite true to replace it")
+        raise PacxError(f"{out}: holds a previous evaluation ({previous[0].relative_to(out)}); pass --resume to "
+                        f"continue it or --overwrite to replace it")
     if overwrite:
         for p in runs:
             p.unlink()
@@ -125,7 +126,7 @@ def resume_state(path: Path, run: dict) -> dict | None:
     for key in sorted(set(old) | set(run)):
         if old.get(key) != run.get(key):
             raise PacxError(f"{path}: written with {key} = {old.get(key)!r}, this run has {run.get(key)!r}; resume "
-                            f"with the same options or pass --overwrite true")
+                            f"with the same options or pass --overwrite")
     return state
 
 
@@ -139,10 +140,9 @@ def finetune(model: Classifier, train_loader: Callable[[int, int], Iterable], va
     every epoch and every cfg.ckpt_every steps; `resume` (a state read from it) continues where it stopped.
     Returns the model with the weights of the best validation-AUROC epoch and a summary."""
     model.to(device)
-    head_lr, backbone_lr = cfg.lr, cfg.lr * cfg.backbone_lr_scale
-    groups = (adamw_groups(model.backbone.named_parameters(), backbone_lr, cfg.weight_decay)
-              + adamw_groups(model.head.named_parameters(), head_lr, cfg.weight_decay))
-    optimizer = torch.optim.AdamW(groups, lr=head_lr, betas=(0.9, 0.999))
+    groups = (param_groups(model.backbone, cfg.weight_decay, lr_scale=cfg.backbone_lr_scale)
+              + param_groups(model.head, cfg.weight_decay))
+    optimizer = make_adamw(groups, cfg.lr)
     steps_per_epoch = len(train_loader(0, 0))
     epoch, done, losses, history = 0, 0, [], []
     best = {"epoch": -1, "val_auroc": float("nan"), "state": None}

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from pacx.loader import SeededView, check_batch, collate
 from pacx.eval.metrics import macro_auroc
-from pacx.optim import lr_factor
+from pacx.optim import lr_factor, make_adamw, param_groups, set_lr
 from pacx.runlog import Progress
 from pacx.data.transforms import eval_resize
 
@@ -116,20 +116,17 @@ def extract_features(backbone: nn.Module, loader: Iterable, device: torch.device
     return torch.cat(feats)  # (N, D)
 
 
-def adamw_groups(named_params, lr: float, weight_decay: float) -> list[dict]:
-    """Reference `configure_optimizers`: no decay when p.ndim < 2 or the name holds "bias" or "norm"."""
-    decay, no_decay = [], []
-    for name, p in named_params:
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "bias" in name or "norm" in name else decay).append(p)
-    return [g for g in ({"params": decay, "weight_decay": weight_decay, "base_lr": lr},
-                        {"params": no_decay, "weight_decay": 0.0, "base_lr": lr}) if g["params"]]
+def standardize(feats: dict[str, torch.Tensor], reference: torch.Tensor, eps: float = 1e-6) -> dict:
+    """Every feature (each split's (N, D)) centred and scaled by the mean and std of `reference` (the training
+    split): the MAE paper's probe BatchNorm without affine, evaluate.py --probe_norm."""
+    mu, sd = reference.mean(0), reference.std(0) + eps
+    return {s: (f - mu) / sd for s, f in feats.items()}
 
 
 def set_epoch_lr(optimizer, epoch: int, cfg: ProbeConfig) -> None:
-    f = lr_factor(epoch, cfg.warmup_epochs, cfg.epochs)  # per-epoch schedule, as the reference (LambdaLR "epoch")
-    for group in optimizer.param_groups:
-        group["lr"] = group["base_lr"] * f
+    """The head's lr (cfg.lr; a fine-tuned backbone's groups scale it) at `epoch` of a per-epoch schedule, as the
+    reference (LambdaLR stepped per epoch)."""
+    set_lr(optimizer, cfg.lr * lr_factor(epoch, cfg.warmup_epochs, cfg.epochs))
 
 
 def is_better(score: float, best: float) -> bool:
@@ -149,8 +146,7 @@ def train_linear_probe(train_feats: torch.Tensor, y_train: np.ndarray, val_feats
     device = device or torch.device("cpu")
     torch.manual_seed(cfg.seed)  # same head init and batch order for every backbone
     head = nn.Linear(train_feats.shape[1], num_outputs(y_train, task, num_classes)).to(device)
-    optimizer = torch.optim.AdamW(adamw_groups(head.named_parameters(), cfg.lr, cfg.weight_decay), lr=cfg.lr,
-                                  betas=(0.9, 0.999))
+    optimizer = make_adamw(param_groups(head, cfg.weight_decay), cfg.lr)
     x_train, x_val = train_feats.to(device), val_feats.to(device)
     x_flip = train_feats_flipped.to(device) if cfg.flip and train_feats_flipped is not None else None
     y = torch.as_tensor(np.asarray(y_train), device=device)

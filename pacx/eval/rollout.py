@@ -86,3 +86,20 @@ def save_row(path, tiles: list[np.ndarray], gap: int = 4) -> None:
     for k, tile in enumerate(tiles):
         row[:, k * (S + gap):k * (S + gap) + S] = tile
     Image.fromarray(row).save(path)
+
+
+def save_rollout_figures(folder, images: list[torch.Tensor], maps: dict[str, torch.Tensor], ref: str) -> list[str]:
+    """One PNG per image in `folder`: the image, each backbone's rollout over it, then each backbone's map minus the
+    reference's. `maps[name]` (B, S, S) in [0, 1], in `images` order."""
+    folder.mkdir(exist_ok=True)
+    names = list(maps)
+    S = maps[ref].shape[-1]
+    files = []
+    for i, image in enumerate(images):
+        gray = rollout_input(image, S).mean(0).numpy()  # (S, S) in [0, 1]
+        heat = {n: upsample_minmax(maps[n][i:i + 1], S)[0].numpy() for n in names}
+        tiles = [overlay(gray, np.zeros_like(gray), 0.0)] + [overlay(gray, heat[n]) for n in names]
+        tiles += [difference_rgb(heat[n] - heat[ref]) for n in names if n != ref]
+        files.append(str(folder / f"{i:03d}.png"))
+        save_row(files[-1], tiles)
+    return files

@@ -29,7 +29,7 @@ import torchvision.transforms.v2.functional as TF
 
 from pacx.loader import check_batch
 from pacx.eval.metrics import dice_iou
-from pacx.optim import lr_factor
+from pacx.optim import lr_factor, make_adamw, param_groups, set_lr
 from pacx.runlog import Progress
 from pacx.data.transforms import normalize
 
@@ -137,14 +137,13 @@ def train_segmentation(backbone: nn.Module, train_loader: Callable[[int], Iterab
     backbone.to(device).eval().requires_grad_(False)
     torch.manual_seed(seed)  # same decoder init for every backbone
     decoder = SegDecoder(backbone.cfg.embed_dim, backbone.cfg.grid_size).to(device)
-    optimizer = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
+    optimizer = make_adamw(param_groups(decoder, cfg.weight_decay, decay_all=True), cfg.lr)
     best = {"epoch": -1, "val_dice": -1.0, "state": None}
     history = []
     progress = Progress(cfg.epochs * len(train_loader(0)))
     step = 0
     for epoch in range(cfg.epochs):
-        for group in optimizer.param_groups:  # per-epoch warmup + cosine, as the reference's LambdaLR
-            group["lr"] = cfg.lr * lr_factor(epoch, cfg.warmup_epochs, cfg.epochs)
+        set_lr(optimizer, cfg.lr * lr_factor(epoch, cfg.warmup_epochs, cfg.epochs))  # per epoch, as the reference
         decoder.train()
         losses = []
         for batch in train_loader(epoch):

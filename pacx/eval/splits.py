@@ -1,25 +1,31 @@
-"""Stage-3 inputs and outputs for evaluate.py: the train / val / test rows of a task CSV, the alignment targets that
-follow them, and the results as strict JSON and paper-style Markdown tables.
-
-DESIGN.md "Stage 3" (outputs: every number with its 95% interval, one column per backbone, the paired difference
-against the reference backbone).
+"""Stage-3 inputs of evaluate.py: the train / val / test rows of a task CSV (one CSV with a split column, or three
+CSVs), and the alignment targets that follow them (METHOD.md "Stage 3").
 """
-import math
-from dataclasses import asdict, is_dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
-from pacx.data.datasets import read_table
+from pacx.data.tables import read_table
 from pacx.errors import PacxError
 
 SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Part:
+    """One split of an evaluation task: the data set, the split's rows in it, their image-column values (`keys`), the
+    split's first row when the CSVs are stacked train, val, test (`offset`) and, for classification, the labels."""
+    data: object
+    rows: np.ndarray
+    keys: list[str]
+    offset: int = 0
+    y: np.ndarray | None = None
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
-def read_splits(spec: str, split_column: str, image_column: str) -> dict[str, dict]:
+def read_splits(paths: tuple[str, ...], split_column: str, image_column: str) -> dict[str, dict]:
     """{split: {'csv', 'rows' (of that CSV), 'keys' (image-column values), 'offset' (first row of that CSV when the
-    CSVs are stacked train, val, test)}} for 'all.csv' (split column) or 'train.csv,val.csv,test.csv'."""
-    paths = [p.strip() for p in spec.split(",") if p.strip()]
+    CSVs are stacked train, val, test)}} for ('all.csv',) (a split column) or ('train.csv', 'val.csv', 'test.csv')."""
     if len(paths) == 3:
         out, offset = {}, 0
         for split, path in zip(SPLITS, paths):
@@ -28,7 +34,8 @@ def read_splits(spec: str, split_column: str, image_column: str) -> dict[str, di
             offset += len(keys)
         return out
     if len(paths) != 1:
-        raise PacxError(f"expected one CSV with a {split_column!r} column or three (train,val,test), got {spec!r}")
+        raise PacxError(f"expected one CSV with a {split_column!r} column or three (train,val,test), got "
+                        f"{','.join(paths)!r}")
     df = read_table(paths[0], [split_column, image_column])
     split = df[split_column].str.strip().str.lower().map(SPLIT_NAMES)
     if split.isna().any():
@@ -45,8 +52,8 @@ def read_splits(spec: str, split_column: str, image_column: str) -> dict[str, di
     return out
 
 
-def load_targets(path: str, splits: dict) -> dict[str, dict[str, np.ndarray]]:
-    """{'ecg' / 'labs': {split: (N_split, E)}} from the --align_features file."""
+def load_targets(path: str, splits: dict[str, Part]) -> dict[str, dict[str, np.ndarray]]:
+    """{'ecg' / 'labs': {split: (N_split, E)}} from the --align_features file, following the task's `splits`."""
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -56,12 +63,12 @@ def load_targets(path: str, splits: dict) -> dict[str, dict[str, np.ndarray]]:
         raise PacxError(f"{path}: expected arrays 'ecg' and/or 'labs', found {data.files}")
     if "path" in data.files:
         index = {str(k).strip(): i for i, k in enumerate(data["path"])}
-        missing = [k for s in splits.values() for k in s["keys"] if k not in index]
+        missing = [k for part in splits.values() for k in part.keys if k not in index]
         if missing:
             raise PacxError(f"{path}: {len(missing)} task images have no row in 'path', first {missing[0]!r}")
-        rows = {s: np.array([index[k] for k in info["keys"]]) for s, info in splits.items()}
+        rows = {s: np.array([index[k] for k in part.keys]) for s, part in splits.items()}
     else:
-        rows = {s: info["offset"] + info["rows"] for s, info in splits.items()}
+        rows = {s: part.offset + part.rows for s, part in splits.items()}
     out = {}
     for name in names:
         arr = np.asarray(data[name], dtype=np.float64)
@@ -74,44 +81,3 @@ def load_targets(path: str, splits: dict) -> dict[str, dict[str, np.ndarray]]:
             raise PacxError(f"{path}: '{name}' has a non-finite value in row {row}")
         out[name] = {s: arr[r] for s, r in rows.items()}
     return out
-
-
-def jsonable(obj):
-    """Intervals -> dicts, numpy -> Python, NaN -> null (strict JSON)."""
-    if is_dataclass(obj):
-        return jsonable(asdict(obj))
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
-METRIC_NAMES = {"auroc": "AUROC", "accuracy": "accuracy", "precision": "precision", "recall": "recall",
-                "f1": "F1 @0.5", "f1_tuned": "F1 @val-tuned thr.", "dice": "Dice", "iou": "IoU", "r2": "R²",
-                "cosine": "cosine", "cosine_centered": "cosine centred", "cosine_centered_test_mean":
-                "cosine centred (test mean, ref.)"}
-
-
-def _cell(ci, signed: bool = False) -> str:
-    if ci is None or not math.isfinite(ci.median):
-        return "n/a"
-    f = "{:+.3f}" if signed else "{:.3f}"
-    return f"{f.format(ci.median)} [{f.format(ci.lo)}, {f.format(ci.hi)}]"
-
-
-def table(rows: list[tuple[list[str], dict, dict]], lead: list[str], names: list[str], ref: str) -> list[str]:
-    """Markdown rows: the `lead` columns (the last one a metric key, shown by its METRIC_NAMES name), one column per
-    backbone, one per difference vs the reference."""
-    others = [n for n in names if n != ref]
-    head = lead + names + [f"{n} − {ref}" for n in others]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for lead_cells, values, deltas in rows:
-        lead_cells = lead_cells[:-1] + [METRIC_NAMES.get(lead_cells[-1], lead_cells[-1])]
-        cells = lead_cells + [_cell(values.get(n)) for n in names] + [_cell(deltas.get(n), True) for n in others]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines

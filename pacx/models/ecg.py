@@ -11,16 +11,11 @@ Input: (B, 12, 5000) = 10 s at 500 Hz, leads I, II, III, aVR, aVL, aVF, V1-V6, p
 
 Notation: B = batch, C = channels, L = time samples.
 """
-import pickle
-import warnings
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from pacx.errors import PacxError
 
 ecg_embed_dim = 1024  # width of the last stage = the ECG target dimension of Stage 2
 
@@ -170,26 +165,6 @@ class Net1D(nn.Module):
         return self.dense(self.forward_features(x))  # (B, n_classes)
 
 
-def load_ecgfounder_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read `12_lead_ECGFounder.pth` (or a bare state dict), strip a `module.` prefix and drop the `dense.*` head."""
-    path = Path(path)
-    if not path.is_file():
-        raise PacxError(f"ECG checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PacxError(
-            f"{path}: torch.load(weights_only=True) refused the file ({first_line}); "
-            "re-save just its state_dict with torch.save({'state_dict': sd}, path)"
-        ) from e
-    state_dict = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise PacxError(f"{path}: expected a state dict or a dict with 'state_dict', found {type(obj).__name__}")
-    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}  # saved from DataParallel/DDP
-    return {k: v for k, v in state_dict.items() if not k.startswith("dense.")}
-
-
 class ECGEncoder(Net1D):
     """Frozen ECGFounder trunk: preprocessed (B, 12, 5000) ECG -> (B, 1024) embedding; always in eval mode.
 
@@ -207,31 +182,3 @@ class ECGEncoder(Net1D):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)  # (B, 1024)
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path | None, cfg: Net1DConfig | None = None) -> "ECGEncoder":
-        model = cls(cfg)
-        if path is None:
-            warnings.warn(
-                "ECGEncoder: NO CHECKPOINT GIVEN -> RANDOM WEIGHTS. The ECG embeddings/targets it produces are "
-                "MEANINGLESS; pass the ECGFounder file 12_lead_ECGFounder.pth for real targets.",
-                stacklevel=2,
-            )
-            return model
-        state_dict = load_ecgfounder_state_dict(path)
-        expected = model.state_dict()
-        missing = [k for k in expected if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in expected]
-        if missing or unexpected:
-            raise PacxError(
-                f"{path}: not a 12-lead ECGFounder Net1D checkpoint: {len(missing)} missing keys {missing[:3]}, "
-                f"{len(unexpected)} unexpected keys {unexpected[:3]}"
-            )
-        for k, v in state_dict.items():
-            if v.shape != expected[k].shape:
-                raise PacxError(
-                    f"{path}: key {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)} "
-                    "(a checkpoint of another Net1D configuration?)"
-                )
-        model.load_state_dict(state_dict, strict=True)
-        return model

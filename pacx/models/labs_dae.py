@@ -11,12 +11,10 @@ reconstruct every originally observed lab: the latent must capture how labs co-v
 
 Notation: B = batch, L = labs (50), H = hidden width (512), Z = latent (256).
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-
-from pacx.errors import DataError
 
 
 @dataclass
@@ -25,23 +23,6 @@ class LabDAEConfig:
     hidden: int = 512
     latent: int = 256
     drop_prob: float = 0.15  # fraction of observed labs hidden per training forward
-
-
-@dataclass
-class LabDAETrainConfig:
-    """Optimiser and schedule of the reference (`LabsDAELightning`), for the training script.
-
-    The schedule is per *step*: linear warmup from 0 over `warmup_steps`, then cosine to 0 at the last step. The
-    reference drops the last partial batch (10,000 // 256 = 39 steps an epoch, 1,950 in all) and trains in fp16
-    mixed precision.
-    """
-
-    lr: float = 3e-4
-    weight_decay: float = 1e-2  # AdamW, applied to every parameter, default betas (0.9, 0.999)
-    warmup_steps: int = 200
-    batch_size: int = 256
-    epochs: int = 50
-    drop_last: bool = True
 
 
 def masked_mse(x_hat: torch.Tensor, x: torch.Tensor, m: torch.Tensor, denom: torch.Tensor | None = None):
@@ -105,35 +86,3 @@ class LabDAE(nn.Module):
         if zero_missing:
             x = x * m
         return self.encoder(torch.cat([x, m], dim=1))  # (B, 2L) -> (B, Z)
-
-
-def load_lab_dae(path, map_location="cpu") -> LabDAE:
-    """Rebuild a LabDAE from {'model': state_dict, 'config': asdict(LabDAEConfig), ...}.
-
-    Also reads a reference Lightning checkpoint ({'state_dict': {'model.encoder.0.weight': ...}}), taking the sizes
-    from the weight shapes, provided it loads with weights_only=True.
-    """
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if "model" in ckpt:
-        known = {f.name for f in fields(LabDAEConfig)}
-        config = {k: v for k, v in ckpt.get("config", {}).items() if k != "kind"}  # pacx tags its model configs
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise DataError(f"{path}: key 'config' has unknown LabDAEConfig fields {unknown}; known: {sorted(known)}")
-        cfg, state = LabDAEConfig(**config), ckpt["model"]
-    elif "state_dict" in ckpt:
-        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-        if "encoder.0.weight" not in state:
-            raise DataError(f"{path}: 'state_dict' has no 'model.encoder.0.weight'; not a lab DAE checkpoint")
-        hidden, two_l = state["encoder.0.weight"].shape
-        cfg = LabDAEConfig(n_labs=two_l // 2, hidden=hidden, latent=state["encoder.3.weight"].shape[0])
-    else:
-        raise DataError(f"{path}: expected key 'model' (or a Lightning 'state_dict'), found keys {list(ckpt)}")
-    model = LabDAE(cfg)
-    model.load_state_dict(state)
-    return model
-
-
-def lab_dae_checkpoint(model: LabDAE, **extra) -> dict:
-    """The dict load_lab_dae reads: {'model': state_dict, 'config': asdict(cfg), **extra}."""
-    return {"model": model.state_dict(), "config": asdict(model.cfg), **extra}

@@ -163,12 +163,6 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return out
 
 
-def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the adapter matrices (`*.lora_A`, `*.lora_B`). The trainable final `norm.*` is not included: save
-    it alongside when the adapters alone are to rebuild a Stage-2 encoder."""
-    return {k: v for k, v in model.state_dict().items() if k.endswith((".lora_A", ".lora_B"))}
-
-
 def from_original_pacx_stage2(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map the `state_dict` of an original PaCX-MAE Stage-2 Lightning checkpoint (peft LoRA inside
     `cxr_encoder`) to the encoder keys of a pacx ViT after `inject_lora` (see the module docstring)."""

@@ -55,7 +55,7 @@ class Config:
 
 def run(cmd: list[str], nproc: int = 1) -> None:
     """Run one stage as its own process, as a user would, and stop the demo if it fails."""
-    launcher = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run",
+    launcher = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                                     f"--nproc_per_node={nproc}"]
     print("\n$ python " + " ".join(cmd), flush=True)
     if subprocess.run(launcher + cmd, cwd=ROOT).returncode != 0:
@@ -64,7 +64,7 @@ def run(cmd: list[str], nproc: int = 1) -> None:
 
 def alignment_targets(world: Path, out: Path, labs_dae: Path, ecg_weights: str | None, with_ecg: bool) -> None:
     """Frozen lab (and ECG) embeddings of every patient, keyed by image path, for evaluate.py's alignment probe."""
-    from pacx.data.datasets import file_column, read_table
+    from pacx.data.tables import file_column, read_table
     from pacx.data.targets import table_lab_targets, triplet_targets
 
     df = read_table(world / "images.csv")
@@ -85,10 +85,10 @@ def main(argv=None):
     cfg = parse_config(Config, argv, __doc__)
     out = Path(cfg.out_dir).resolve()
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
-        raise PacxError(f"{out}: not empty; pass --overwrite true to replace the demo there")
+        raise PacxError(f"{out}: not empty; pass --overwrite to replace the demo there")
     world, t0 = out / "world", time.perf_counter()
     common = ["--device", cfg.device, "--workers", str(cfg.workers), "--seed", str(cfg.seed),
-              "--overwrite", "true"]
+              "--overwrite"]
     train = common + ["--batch_size", str(cfg.batch_size), "--log_every", "20"]
 
     use_ecg = cfg.use_ecg or bool(cfg.ecg_weights)
@@ -102,7 +102,7 @@ def main(argv=None):
          "--warmup_epochs", str(max(1, cfg.mae_epochs // 10)), "--lr", str(1.5e-4 * cfg.lr_scale),
          "--out_dir", str(out / "mae"), *train], cfg.nproc)
     # Stage 1b: the lab DAE on the Symile-layout percentiles.
-    run(["train_mae.py", "--modality", "labs", "--data", str(world / "data_npy"), "--epochs", str(cfg.dae_epochs),
+    run(["train_labs.py", "--data", str(world / "data_npy"), "--epochs", str(cfg.dae_epochs),
          "--warmup_steps", "50", "--out_dir", str(out / "labs"), *train], cfg.nproc)
     # Stage 2: distillation from the frozen lab encoder (and the ECG one when asked for; see --use_ecg).
     run(["train_distill.py", "--data", str(world / "data_npy"), "--init", str(out / "mae" / "last.pt"),
@@ -119,10 +119,10 @@ def main(argv=None):
     evaluate = ["evaluate.py", "--backbones", backbones, "--reference", "mae", "--model", cfg.model,
                 "--task_csv", str(world / "images.csv"), "--image_column", "path", "--fractions", fractions,
                 "--bootstrap", str(cfg.bootstrap), "--device", cfg.device, "--workers", str(cfg.workers),
-                "--seed", str(cfg.seed), "--overwrite", "true",  # as every stage: main() guards out_dir
+                "--seed", str(cfg.seed), "--overwrite",  # as every stage: main() guards out_dir
                 # A few hundred images: a smaller probe batch than the reference's 512 (else ~2 steps an epoch) and
                 # standardised features (the tiny CLS features share a large offset; see evaluate.py --probe_norm).
-                "--batch_size", "64", "--probe_norm", "true"]
+                "--batch_size", "64", "--probe_norm"]
     run([*evaluate, "--task_name", "fluid_overload", "--label_columns", "fluid_overload", "--task_type", "binary",
          "--seg_csv", str(world / "segmentation.csv"), "--seg_epochs", str(cfg.seg_epochs),
          "--align_features", str(out / "align_targets.npz"),
