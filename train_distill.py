@@ -2,7 +2,7 @@
 frozen ECG (ECGFounder, 1024-d) and lab (Stage-1b DAE, 256-d) embeddings; the merged encoder is exported as a plain
 ViT for image-only use.
 
-DESIGN.md "Stage 2": LoRA r 8 / alpha 16 / dropout 0.1 on qkv, fc1, fc2 (+ the final LayerNorm trains); five heads;
+METHOD.md "Stage 2": LoRA r 8 / alpha 16 / dropout 0.1 on qkv, fc1, fc2 (+ the final LayerNorm trains); five heads;
 L = 0.5 * InfoNCE (global-batch negatives, learnable temperature) + 1.0 * cosine regression; AdamW 1e-4 wd 0.05 on
 every trainable parameter; 5 warmup epochs then cosine with floor 0.01, stepped per epoch; 50 epochs; global batch
 128; gradient clip 1.0; seed 42. Targets are computed once by `pacx.data.targets` and cached.

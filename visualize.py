@@ -1,7 +1,7 @@
 """Figures of a PaCX-MAE run: MAE reconstructions, attention rollout of MAE vs PaCX, the low-label plot and
 training curves, each a PNG in --out_dir.
 
-DESIGN.md "Stage 1a" (what the 90%-masked MAE reconstructs; the MAE demo's four panels) and "Stage 3" (attention
+METHOD.md "Stage 1a" (what the 90%-masked MAE reconstructs; the MAE demo's four panels) and "Stage 3" (attention
 rollout: mean over heads, + identity, row-normalise, multiply through the layers, CLS row over the patches,
 upsample, min-max; MAE vs PaCX and their difference; low-data regime at 1% / 10% / 100% with 95% bootstrap CIs).
 Rollout follows the reference `Stage3_VIS.ipynb` through `pacx.eval.rollout`, including its quirk of feeding [0, 1]

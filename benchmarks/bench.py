@@ -4,7 +4,7 @@
     python -m benchmarks.bench --device cuda --batch 256 --steps 30 --out bench.json
     python -m benchmarks.bench --quick               # tiny models, a few seconds on CPU (CI)
 
-What is compared (DESIGN.md "Stage 1a" and "Stage 2" models, at their reference settings):
+What is compared (METHOD.md "Stage 1a" and "Stage 2" models, at their reference settings):
 1. ViT forward + backward: `pacx.models.vit.VisionTransformer(vit_base())` vs timm `vit_base_patch16_224` with the same
    weights and batch; the time ratio pacx / timm (<= 1 means pacx is as fast or faster).
 2. MAE training step (forward, backward, AdamW): `pacx.models.mae.MaskedAutoencoder` vs `OfficialStyleMAE`, the

@@ -29,7 +29,7 @@ def vit_train_flops(cfg: ViTConfig, batch: int) -> float:
 
 
 def mae_train_flops(cfg: MAEConfig, batch: int, mask_ratio: float) -> float:
-    """Forward + backward of the MAE: the encoder sees 1 + R + K tokens, the decoder 1 + L (DESIGN.md "Stage 1a")."""
+    """Forward + backward of the MAE: the encoder sees 1 + R + K tokens, the decoder 1 + L (METHOD.md "Stage 1a")."""
     enc, Dd = cfg.encoder, cfg.decoder_embed_dim
     L = enc.num_patches
     K = int(L * (1 - mask_ratio))

@@ -1,6 +1,6 @@
 """AdamW with the reference parameter groups, and the warmup + cosine learning-rate schedule.
 
-DESIGN.md "Stage 1a" / "Stage 2" / "Quirks": no weight decay on 1-D parameters (norms, tokens' biases) and biases in
+METHOD.md "Stage 1a" / "Stage 2" / "Quirks": no weight decay on 1-D parameters (norms, tokens' biases) and biases in
 Stage 1 (MAE `util/misc.py::param_groups_weight_decay`); Stage 2 decays every trainable parameter. The reference
 steps its schedule once per *epoch* (Lightning `interval: "epoch"`, warmup factor (e + 1) / warmup); per-step
 stepping (the MAE paper's per-iteration schedule, factor t / warmup on a fractional epoch t) is a flag.

@@ -130,7 +130,7 @@ def test_same_padding_matches_formula(length, kernel, stride):
     torch.manual_seed(3)
     layer = ConvPadSame(3, 4, kernel, stride)
     x = torch.randn(2, 3, length)
-    # DESIGN.md: p = max(0, (ceil(L/s) - 1) * s + k - L), left p // 2, right the rest
+    # METHOD.md: p = max(0, (ceil(L/s) - 1) * s + k - L), left p // 2, right the rest
     p = max(0, (math.ceil(length / stride) - 1) * stride + kernel - length)
     expected = F.conv1d(F.pad(x, (p // 2, p - p // 2)), layer.conv.weight, layer.conv.bias, stride=stride)
     out = layer(x)

@@ -71,3 +71,14 @@ def test_layer_folders_hold_the_method_first():
     assert models == ["__init__.py", "ecg.py", "heads.py", "labs_dae.py", "lora.py", "losses.py", "mae.py",
                       "pacx_model.py", "pos_embed.py", "vit.py"]
     assert not list(Path(ROOT / "pacx").glob("synthetic*.py"))
+
+
+def test_method_document_pointers_name_its_sections():
+    """Every METHOD.md section a docstring points to (METHOD.md, then the section name in quotes) exists there."""
+    import re
+
+    sections = set(re.findall(r"^## (.+)$", (ROOT / "METHOD.md").read_text(), flags=re.M))
+    files = list((ROOT / "pacx").rglob("*.py")) + list(ROOT.glob("*.py")) + list((ROOT / "tests").glob("*.py"))
+    cited = {m for f in files for m in re.findall(r'METHOD\.md "([^"]+)"', f.read_text())}
+    assert cited and cited <= sections, sorted(cited - sections)
+    assert not [f for f in files if "DESIGN.md" in f.read_text() and f.name != "test_layout.py"]

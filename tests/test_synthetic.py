@@ -16,7 +16,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pacx.data.labs import LAB_ITEMIDS, LabPercentiles, read_lab_table
-from pacx.world.files import IMAGENET_MEAN, IMAGENET_STD, LABEL_NAMES, make_world, retrieval_rows, write_world
+from pacx.world.files import IMAGENET_MEAN, IMAGENET_STD, retrieval_rows, write_world
+from pacx.world.physiology import LABEL_NAMES, make_world
 from pacx.world.cxr import render_cxr, sample_nuisance
 from pacx.world.ecg import FS, LEAD_NAMES
 

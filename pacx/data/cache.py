@@ -1,7 +1,7 @@
 """A preprocessing cache: every image decoded once, stored at a fixed size in one memory-mapped uint8 file.
 
 Decoding a full-size chest X-ray PNG (2-3 k pixels a side) costs far more than the augmentation that follows, and
-MAE pretraining (DESIGN.md "Stage 1a", 400 epochs of CheXpert) would decode each file 400 times. `build_cache`
+MAE pretraining (METHOD.md "Stage 1a", 400 epochs of CheXpert) would decode each file 400 times. `build_cache`
 decodes each image once with `pacx.data.images.read_gray`, resizes its SHORTER side to `size` (bicubic, antialiased,
 torchvision's `resize` as `pacx.data.transforms` uses), centre-crops it to size x size and stores it in
 `<out>/images.npy`, an (N, size, size) uint8 .npy file (one gray channel: the 3 channels pacx feeds the ViT are

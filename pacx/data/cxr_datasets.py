@@ -1,6 +1,6 @@
 """The public chest X-ray benchmarks as data sets: CheXpert, NIH ChestX-ray14 and VinDr-CXR image labels.
 
-Implements DESIGN.md "Data formats users have" for these three layouts, with the checks and one-line errors of
+Implements METHOD.md "Data formats users have" for these three layouts, with the checks and one-line errors of
 `pacx.data.datasets` (whose helpers they share). Items: image uint8 (3, H, W) (or `transform(image)`), label float (C,),
 and an id or path.
 

@@ -1,6 +1,6 @@
 """Reading 12-lead ECGs into ECGFounder's input: WFDB records, Symile-MIMIC arrays, and ECGFounder's preprocessing.
 
-Implements the ECG parts of DESIGN.md "Stage 1c" and "Data formats users have". The preprocessing follows
+Implements the ECG parts of METHOD.md "Stage 1c" and "Data formats users have". The preprocessing follows
 PKUDigitalHealth/ECGFounder `util.py::filter_bandpass` + `dataset.py::z_score_normalization`, which PACX-MAE's
 `Data/ecg_features_extraction.ipynb` applies unchanged; the Symile-MIMIC array layout follows rajesh-lab/symile
 `process_and_save_tensors.py::get_ecg`.

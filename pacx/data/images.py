@@ -1,7 +1,7 @@
 """Read one chest X-ray file (PNG, JPEG, BMP, TIFF or DICOM) into an 8-bit grayscale array.
 
-Implements DESIGN.md "Data formats users have" (image side): every data set in pacx ends up as uint8 pixels,
-grayscale copied to 3 channels (DESIGN.md "Stage 1a", Data). The DICOM path follows the usual display pipeline
+Implements METHOD.md "Data formats users have" (image side): every data set in pacx ends up as uint8 pixels,
+grayscale copied to 3 channels (METHOD.md "Stage 1a", Data). The DICOM path follows the usual display pipeline
 (DICOM PS3.3 C.11: modality LUT -> VOI LUT / window -> MONOCHROME1 inversion) with pydicom's own
 `pydicom.pixels.apply_modality_lut` / `apply_voi_lut`, as in the VinDr-CXR PNG-export recipe.
 

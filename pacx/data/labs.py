@@ -1,6 +1,6 @@
 """Lab values -> percentiles: the 50 reference labs, an empirical-CDF transform and a lab-table CSV reader.
 
-Implements DESIGN.md "Stage 1b" (the inputs of the lab denoising autoencoder) and the labs part of "Data formats
+Implements METHOD.md "Stage 1b" (the inputs of the lab denoising autoencoder) and the labs part of "Data formats
 users have". Symile-MIMIC ships the two arrays ready-made (`labs_percentiles_{split}.npy`,
 `labs_missingness_{split}.npy`, 1 = observed); this file makes the same pair from a raw labs CSV. It follows
 rajesh-lab/symile `process_and_save_tensors.py::get_labs`: labs in ascending itemid order, a missing lab replaced by
@@ -32,7 +32,7 @@ import pandas as pd
 
 from pacx.errors import DataError
 
-# DESIGN.md "Stage 1b": MIMIC-IV itemids, ascending, which is the column order of Symile-MIMIC's arrays.
+# METHOD.md "Stage 1b": MIMIC-IV itemids, ascending, which is the column order of Symile-MIMIC's arrays.
 LAB_ITEMIDS = (
     50802, 50804, 50813, 50818, 50820, 50821, 50861, 50862, 50863, 50868,
     50878, 50882, 50885, 50893, 50902, 50910, 50912, 50931, 50934, 50947,
@@ -58,7 +58,7 @@ _FORMAT = "pacx.data.labs.LabPercentiles"
 
 
 def lab_index(key) -> int | None:
-    """Column position of a lab given its itemid (50802 or "50802") or its DESIGN.md name (any case); else None."""
+    """Column position of a lab given its itemid (50802 or "50802") or its METHOD.md name (any case); else None."""
     if isinstance(key, (int, np.integer)):
         return LAB_ITEMIDS.index(int(key)) if int(key) in LAB_ITEMIDS else None
     text = str(key).strip()
@@ -183,7 +183,7 @@ def read_lab_table(
     """Read a CSV with one column per lab into a DataFrame: [id_column] + the 50 LAB_COLUMNS, NaN = not measured.
 
     A column is matched to a lab by `columns` (an explicit {csv column: itemid or lab name} mapping, for tables
-    whose headers are neither) or else by its own name: an itemid ("50802") or a DESIGN.md name ("base excess").
+    whose headers are neither) or else by its own name: an itemid ("50802") or a METHOD.md name ("base excess").
     Any other column is an error unless it is `id_column` or `allow_extra=True` (then it is dropped). A lab with
     no column is an error unless `allow_missing=True` (then it is all NaN). Cells: numbers, "inf"/"-inf", or
     empty / NA / NaN / null for "not measured"; anything else is an error naming its line and column. The values

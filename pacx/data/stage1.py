@@ -1,6 +1,6 @@
 """Stage-1 inputs: unlabelled images for the MAE and (percentile, observed-mask) arrays for the lab DAE.
 
-DESIGN.md "Stage 1a" Data (CheXpert `train.csv` `Path` column, all views) and "Stage 1b" / "Data formats users
+METHOD.md "Stage 1a" Data (CheXpert `train.csv` `Path` column, all views) and "Stage 1b" / "Data formats users
 have" (Symile-MIMIC `labs_percentiles_*.npy` + `labs_missingness_*.npy`, 1 = observed; or a raw labs table whose
 percentile transform is fitted here, on this training table only, and saved beside the run for later stages).
 """

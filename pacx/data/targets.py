@@ -1,6 +1,6 @@
 """Stage-2 targets: every sample encoded once by the frozen ECG and lab encoders, cached on disk.
 
-DESIGN.md "Stage 2": targets are precomputed with the frozen encoders (ECG 1024-d from ECGFounder after its
+METHOD.md "Stage 2": targets are precomputed with the frozen encoders (ECG 1024-d from ECGFounder after its
 preprocessing, labs 256-d from the Stage-1b DAE), so Stage 2 runs only the CXR encoder. The cache file name is a hash
 of everything the numbers depend on: the encoder weight files (their bytes), the data files (path, size, mtime) and
 the preprocessing options; a changed input gives a new file, an unchanged one is reused.
@@ -134,7 +134,7 @@ def symile_targets(split_dir: Path, split: str, ecg_weights: str | None, labs_da
 def table_lab_targets(labs_table: Path, id_column: str, ids: list[str], train_ids: list[str], labs_dae: str | None,
                       zero_missing: bool = False, source=None) -> np.ndarray:
     """(len(ids), Z) lab targets from a raw labs table: percentiles by an empirical CDF fitted on the rows of
-    `train_ids` only (DESIGN.md "Stage 1b"), then the frozen DAE."""
+    `train_ids` only (METHOD.md "Stage 1b"), then the frozen DAE."""
     table = read_lab_table(labs_table, id_column=id_column, allow_missing=True)
     by_id = {str(v): i for i, v in enumerate(table[id_column])}
     for lab_id in set(ids) | set(train_ids):

@@ -1,6 +1,6 @@
 """Image augmentations of the reference, on uint8 tensors, with every random draw from an explicit generator.
 
-DESIGN.md "Stage 1a" (MAE: RandomResizedCrop(224, scale=(0.5, 1.0)) + horizontal flip, ImageNet mean/std; val
+METHOD.md "Stage 1a" (MAE: RandomResizedCrop(224, scale=(0.5, 1.0)) + horizontal flip, ImageNet mean/std; val
 Resize(224)) and "Stage 2" (the distillation augmentations). Parameters are drawn exactly as torchvision's
 `RandomResizedCrop.get_params` draws them, but from the per-sample generator of `pacx.loader`, so a sample's
 augmentation depends on its seed alone (not on worker scheduling or the global RNG). Geometry runs on uint8 (3, H, W)
@@ -87,7 +87,7 @@ def denormalize(img: torch.Tensor) -> torch.Tensor:
 
 
 def distill_train(img: torch.Tensor, g: torch.Generator, size: int = 224) -> torch.Tensor:
-    """Stage 2 (DESIGN.md "Stage 2", CXR aug), on a uint8 or [0, 1] float (3, H, W) image:
+    """Stage 2 (METHOD.md "Stage 2", CXR aug), on a uint8 or [0, 1] float (3, H, W) image:
     RandomResizedCrop(size, scale (0.75, 1), ratio (0.85, 1.15)); p=0.6 RandomAffine(10 deg, translate 0.1,
     scale 0.9-1.1); p=0.3 ColorJitter(brightness 0.2, contrast 0.2); p=0.15 GaussianBlur(5, sigma 0.1-2);
     ImageNet normalisation; RandomErasing(p 0.25, scale 0.02-0.1, ratio 0.3-3.3, value 0)."""

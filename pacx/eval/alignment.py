@@ -1,6 +1,6 @@
 """Physiology alignment probe: how much ECG and lab information a frozen CXR feature carries linearly.
 
-Implements DESIGN.md "Stage 3" (Physiology alignment probe) after the reference PaCX-MAE (Lyce24/PACX-MAE
+Implements METHOD.md "Stage 3" (Physiology alignment probe) after the reference PaCX-MAE (Lyce24/PACX-MAE
 `Stage3_ALI.py::evaluate_physiology`): StandardScaler + Ridge(alpha=10, solver "svd") fitted on the training split
 from CLS features (N, D) to the frozen ECG (1024) or lab (256) embeddings; on the test split
 - R^2 (scikit-learn `r2_score`, uniform average over target dimensions);

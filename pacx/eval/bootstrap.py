@@ -1,6 +1,6 @@
 """Bootstrap confidence intervals for the Stage-3 metrics, and paired differences between two backbones.
 
-Implements DESIGN.md "Stage 3" (95% bootstrap confidence intervals, the CXformer model card protocol: 500 resamples
+Implements METHOD.md "Stage 3" (95% bootstrap confidence intervals, the CXformer model card protocol: 500 resamples
 of the test set with replacement, reported as the median with the 2.5 / 97.5 percentiles). The point estimate on the
 full test set is reported next to them (`value`).
 

@@ -1,7 +1,7 @@
 """Full and LoRA fine-tuning of a Classifier (backbone + Linear head on the CLS feature), with model selection on the
 best validation AUROC, and the run files that make a fine-tuning run survive a kill.
 
-Implements DESIGN.md "Stage 3" (Classification) after the reference PaCX-MAE (Lyce24/PACX-MAE `Modules/cl_lit.py`,
+Implements METHOD.md "Stage 3" (Classification) after the reference PaCX-MAE (Lyce24/PACX-MAE `Modules/cl_lit.py`,
 `Stage3_CL.py`); the loss, optimizer groups, schedule and data path are those of `pacx.eval.probe`.
 - full fine-tune: head lr 3e-4, backbone lr 0.1 x head lr, 40 epochs, no decay on biases / 1-D tensors / norms.
 - LoRA fine-tune (not in the reference's Stage 3): adapters r 8 / alpha 16 / dropout 0.1 on qkv, fc1, fc2 (pacx.models.lora)

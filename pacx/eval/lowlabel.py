@@ -1,6 +1,6 @@
 """The low-label regime: a fixed-seed subset of the training split that still has a positive for every label.
 
-Implements DESIGN.md "Stage 3" (Low-data regime: subsample only the training split at 1%, 10%, 100% with a fixed
+Implements METHOD.md "Stage 3" (Low-data regime: subsample only the training split at 1%, 10%, 100% with a fixed
 seed, guaranteeing at least one positive per label column; validation and test stay whole), following the reference
 `LowDataCXRDataModule._get_stratified_subset` (Lyce24/PACX-MAE `Data/data_modules.py`): take int(N * fraction) rows,
 first one positive for each label, then random rows for the rest.

@@ -1,6 +1,6 @@
 """Classification and segmentation metrics of the Stage-3 evaluation, in numpy.
 
-Implements DESIGN.md "Stage 3" (Metrics): AUROC (macro over label columns for multilabel, one-vs-rest macro for
+Implements METHOD.md "Stage 3" (Metrics): AUROC (macro over label columns for multilabel, one-vs-rest macro for
 multiclass), accuracy, precision, recall and macro-F1 at the fixed threshold 0.5 (the reference does no threshold
 tuning), plus an extra F1 at a per-column threshold tuned on the validation split; Dice and IoU at sigmoid > 0.5.
 The definitions follow the torchmetrics classes the reference PaCX-MAE uses (Lyce24/PACX-MAE `Modules/cl_lit.py`:

@@ -1,6 +1,6 @@
 """Figures for visualize.py: MAE reconstructions, attention-rollout overlays, the low-label plot, training curves.
 
-Implements the pictures of DESIGN.md "Stage 1a" (what the MAE reconstructs) and "Stage 3" (attention rollout of MAE
+Implements the pictures of METHOD.md "Stage 1a" (what the MAE reconstructs) and "Stage 3" (attention rollout of MAE
 vs PaCX and their difference; the low-data regime at 1% / 10% / 100% labels with 95% bootstrap intervals).
 The reconstruction panels follow the MAE demo (facebookresearch/mae `demo/mae_visualize.ipynb`): original, masked
 (removed patches zeroed in the normalised space, so they show as the ImageNet mean colour), reconstruction with the
@@ -133,7 +133,7 @@ def plot_rollouts(path, rows: list[dict], model_names: list[str], normalised_inp
             axes[r, 0].set_title("chest X-ray", fontsize=10)
         for ax in axes[r]:
             _blank(ax)
-    # DESIGN.md "Quirks": the reference runs the rollout on [0, 1] pixels without ImageNet normalisation.
+    # METHOD.md "Quirks": the reference runs the rollout on [0, 1] pixels without ImageNet normalisation.
     how = "ImageNet-normalised input" if normalised_input else "input in [0, 1], not ImageNet-normalised (reference)"
     fig.suptitle(f"Attention rollout: CLS token over patches, mean over heads, all layers; {how}", fontsize=12)
     return _save(fig, path)

@@ -2,7 +2,7 @@
 linear probe on cached features, with model selection on the best validation AUROC. Full and LoRA fine-tuning, which
 share these pieces, are in `pacx.eval.finetune`.
 
-Implements DESIGN.md "Stage 3" (Classification) after the reference PaCX-MAE (Lyce24/PACX-MAE `Modules/cl_lit.py`,
+Implements METHOD.md "Stage 3" (Classification) after the reference PaCX-MAE (Lyce24/PACX-MAE `Modules/cl_lit.py`,
 `Models/models.py::CXRModel`, `Stage3_CL.py`): one Linear(D, C) on the CLS feature; BCE-with-logits for binary and
 multilabel, cross-entropy for multiclass; AdamW betas (0.9, 0.999) with no weight decay on biases, 1-D tensors and
 norms; cosine schedule stepped per epoch (reference warmup 0); the checkpoint with the best validation AUROC is the

@@ -1,13 +1,13 @@
 """Attention rollout: where the CLS token of a ViT looks, accumulated over all layers, as an image-sized map.
 
-Implements DESIGN.md "Stage 3" (Attention rollout) after Abnar & Zuidema, "Quantifying Attention Flow in
+Implements METHOD.md "Stage 3" (Attention rollout) after Abnar & Zuidema, "Quantifying Attention Flow in
 Transformers" (2020), as the reference PaCX-MAE computes it (Lyce24/PACX-MAE `Stage3_VIS.ipynb`,
 `attention_rollout_map` with head fusion "mean", start layer 0):
     A_l = mean over heads of layer l's attention (B, T, T);  A_l <- (A_l + I) / row sums (+ 1e-6)
     R = A_L @ ... @ A_2 @ A_1;  map = R[CLS, patches] -> (G, G) -> bilinear upsample to S x S -> min-max to [0, 1].
 Register tokens, when the ViT has them, take part in the product but not in the map.
 
-Quirk kept by default (DESIGN.md "Quirks"): the reference feeds the rollout images scaled to [0, 1] *without* the
+Quirk kept by default (METHOD.md "Quirks"): the reference feeds the rollout images scaled to [0, 1] *without* the
 ImageNet normalisation the backbones were trained with (`load_cxr_as_tensor`); `rollout_input(..., imagenet_norm=True)`
 gives the clean input.
 

@@ -1,7 +1,7 @@
 """Segmentation probe: a small convolutional decoder on the frozen backbone's patch tokens, trained with BCE + soft
 Dice, scored by Dice and IoU.
 
-Implements DESIGN.md "Stage 3" (Segmentation) after the reference PaCX-MAE (Lyce24/PACX-MAE `Models/models.py::
+Implements METHOD.md "Stage 3" (Segmentation) after the reference PaCX-MAE (Lyce24/PACX-MAE `Models/models.py::
 CXRModel` with task "seg", `Modules/seg_lit.py`, `Stage3_Seg.py`, `Data/data_modules.py::RandomFlipRotate`):
     patch tokens after the final LayerNorm (B, G*G, D) -> (B, D, G, G)
     -> Conv3x3 D->256, ReLU -> ConvT(2, s2) 256->128, ReLU -> 128->64, ReLU -> 64->32, ReLU -> 32->1

@@ -1,6 +1,6 @@
 """ECGFounder's Net1D, the frozen ECG encoder that gives PaCX-MAE its 1024-d ECG targets, written by hand.
 
-Implements DESIGN.md "Stage 1c". Follows PKUDigitalHealth/ECGFounder `net1d.py` (Hong et al., a 1-D RegNet-style CNN)
+Implements METHOD.md "Stage 1c". Follows PKUDigitalHealth/ECGFounder `net1d.py` (Hong et al., a 1-D RegNet-style CNN)
 for the structure and for every module name, so the released `12_lead_ECGFounder.pth` loads with strict key
 matching once its `dense.*` head is dropped, as the reference's `ft_12lead_ECGFounder` and PACX-MAE's
 `ecg_features_extraction.ipynb` do. BatchNorm modules exist (the checkpoint has their keys) but the released model

@@ -1,6 +1,6 @@
 """The Stage-2 distillation heads and the combined PaCX-MAE objective (the heads are dropped after training).
 
-Implements DESIGN.md "Stage 2" (heads, total loss, validation diagnostics) following the reference PaCX-MAE
+Implements METHOD.md "Stage 2" (heads, total loss, validation diagnostics) following the reference PaCX-MAE
 (Lyce24/PACX-MAE `Modules/pacx_lit.py`: `ProjectionHead`, `CLIPRegressionLoss`, the validation step; weights 0.5 / 1.0
 from `Stage2_PACX.py`). Five heads, each Dropout(0.2) -> Linear (trunc-normal std 0.02, bias 0) -> LayerNorm:
     cxr_to_shared 768 -> 256, ecg_to_shared 1024 -> 256, labs_to_shared 256 -> 256   (contrastive, shared space)
@@ -10,7 +10,7 @@ from `Stage2_PACX.py`). Five heads, each Dropout(0.2) -> Linear (trunc-normal st
 Module names match the reference checkpoint (`cxr_to_shared.mlp.1.weight`, ...); its `loss_module.logit_scale`
 becomes `temperature.logit_scale` (`heads_from_original_pacx`).
 
-Quirk kept by default (DESIGN.md "Quirks"): every reference head starts with Dropout(0.2), so the *frozen* ECG and lab
+Quirk kept by default (METHOD.md "Quirks"): every reference head starts with Dropout(0.2), so the *frozen* ECG and lab
 embeddings are dropped out before `ecg_to_shared` / `labs_to_shared`; `target_dropout=False` removes that dropout.
 
 Notation: B = batch, E = ECG embedding (1024), Lb = lab embedding (256), S = shared width (256), C = CXR width (768).
@@ -71,7 +71,7 @@ class DistillHeads(nn.Module):
         self.cfg = cfg
         self.modalities = [m for m, on in (("ecg", cfg.use_ecg), ("labs", cfg.use_labs)) if on]
         self.contrastive, self.regression = wc > 0, wr > 0
-        # Quirk (DESIGN.md "Quirks"): the reference's heads all start with Dropout, the frozen targets' heads too.
+        # Quirk (METHOD.md "Quirks"): the reference's heads all start with Dropout, the frozen targets' heads too.
         target_p = cfg.dropout if cfg.target_dropout else 0.0
         C, S, E, Lb = cfg.cxr_dim, cfg.shared_dim, cfg.ecg_dim, cfg.labs_dim
         ecg_c, labs_c = self.contrastive and cfg.use_ecg, self.contrastive and cfg.use_labs

@@ -1,6 +1,6 @@
 """The mask-aware denoising autoencoder that turns 50 lab percentiles into the 256-d lab target (Stage 1b).
 
-Implements DESIGN.md "Stage 1b". Follows Lyce24/PACX-MAE `Models/labs_dae.py` (`LabsDenoisingAE`, and
+Implements METHOD.md "Stage 1b". Follows Lyce24/PACX-MAE `Models/labs_dae.py` (`LabsDenoisingAE`, and
 `LabsDAELightning._corrupt` / `_masked_mse` / `configure_optimizers`) and its `labs_features_extraction` notebook;
 the module names `encoder` / `decoder` (nn.Sequential) are the reference's, so its weights load after stripping
 Lightning's `model.` prefix.
@@ -78,7 +78,7 @@ class LabDAE(nn.Module):
     def encode(self, x: torch.Tensor, m: torch.Tensor, zero_missing: bool = False) -> torch.Tensor:
         """The (B, Z) lab feature of uncorrupted input.
 
-        Quirk (DESIGN.md "Quirks", kept by default): the reference extracts features from the mean-imputed
+        Quirk (METHOD.md "Quirks", kept by default): the reference extracts features from the mean-imputed
         percentiles as stored, without zeroing the missing entries, although training always saw zeros there.
         zero_missing=True feeds x * m, matching what the encoder was trained on.
         """

@@ -1,6 +1,6 @@
 """Low-rank adapters (LoRA) for the Stage-2 CXR encoder: inject, freeze, merge, export.
 
-Implements DESIGN.md "Stage 2" (CXR encoder): LoRA with r 8, alpha 16 (scaling alpha / r = 2), dropout 0.1 on
+Implements METHOD.md "Stage 2" (CXR encoder): LoRA with r 8, alpha 16 (scaling alpha / r = 2), dropout 0.1 on
 `attn.qkv`, `mlp.fc1` and `mlp.fc2` of every encoder block; only the adapters and the final LayerNorm `norm` train
 (about 1.03 M parameters for ViT-B); export merges the adapters into the weights, giving a plain ViT.
 Follows Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models" (sec. 4.1) and the arithmetic of

@@ -1,6 +1,6 @@
 """The Stage-2 losses: symmetric InfoNCE over the global batch with a learnable temperature, and cosine regression.
 
-Implements DESIGN.md "Stage 2" (contrastive and regression losses) following the reference PaCX-MAE
+Implements METHOD.md "Stage 2" (contrastive and regression losses) following the reference PaCX-MAE
 (Lyce24/PACX-MAE `Modules/pacx_lit.py`, `CLIPRegressionLoss`): L2-normalised embeddings (eps 1e-6), logits
 `exp(t).clamp(1, 100) * a @ b.T` with t initialised to log(1 / 0.07) (Radford et al., CLIP, sec. 2.5), cross-entropy
 with label smoothing 0.02, each rank's rows scored against the columns of *all* ranks, the two directions averaged.

@@ -1,7 +1,7 @@
 """The masked autoencoder of Stage 1a: a ViT encoder that sees 10% of the patches and a light decoder that
 reconstructs the pixels of the rest.
 
-Implements DESIGN.md "Stage 1a" following facebookresearch/mae `models_mae.py` (He et al., "Masked Autoencoders Are
+Implements METHOD.md "Stage 1a" following facebookresearch/mae `models_mae.py` (He et al., "Masked Autoencoders Are
 Scalable Vision Learners", sec. 3): `patchify` / `unpatchify`, per-sample `random_masking` by argsort of uniform
 noise, `forward_encoder`, `forward_decoder`, `forward_loss` (MSE on masked patches only, optional `norm_pix_loss`).
 The encoder *is* a `VisionTransformer` (its parameters stay at the top level), so the state dict has the official

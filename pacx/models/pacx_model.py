@@ -1,7 +1,7 @@
 """The Stage-2 model: the Stage-1 CXR encoder adapted with LoRA (or with its last blocks unfrozen) plus the five
 distillation heads; `export_encoder` merges the adapters and returns the plain ViT that is used at inference.
 
-DESIGN.md "Stage 2" (CXR encoder, heads, total loss, export); reference: Lyce24/PACX-MAE `Modules/pacx_lit.py`
+METHOD.md "Stage 2" (CXR encoder, heads, total loss, export); reference: Lyce24/PACX-MAE `Modules/pacx_lit.py`
 (`CrossModalCXRDistillation`). The heads live in `pacx.models.heads`, the adapters in `pacx.models.lora`.
 """
 from dataclasses import asdict, dataclass, field

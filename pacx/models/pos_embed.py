@@ -1,6 +1,6 @@
 """Fixed 2-D sin-cos position embeddings and their interpolation to other grid sizes.
 
-Implements DESIGN.md "Stage 1a" (position embeddings) following facebookresearch/mae `util/pos_embed.py`:
+Implements METHOD.md "Stage 1a" (position embeddings) following facebookresearch/mae `util/pos_embed.py`:
 the table is computed in float64; the first D/2 channels encode the column (x) coordinate, the second D/2 the row
 (y); each half is [sin(pos * w), cos(pos * w)] with w_i = 1 / 10000^(i / (D/4)). Extra tokens (CLS, registers) get
 zero rows in front.

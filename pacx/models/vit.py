@@ -1,6 +1,6 @@
 """The Vision Transformer encoder (ViT-B/16 for PaCX-MAE), written by hand.
 
-Implements DESIGN.md "Stage 1a" (encoder): pre-norm blocks, qkv bias, LayerNorm eps 1e-6, exact GELU, a CLS token and
+Implements METHOD.md "Stage 1a" (encoder): pre-norm blocks, qkv bias, LayerNorm eps 1e-6, exact GELU, a CLS token and
 a fixed 2-D sin-cos position embedding, no dropout or drop-path. Follows timm `vision_transformer.py` for the module
 and parameter names (`patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,
 mlp.fc1,mlp.fc2}`, `norm`), so timm's `vit_base_patch16_224` and the official MAE encoder load with `strict=True`,

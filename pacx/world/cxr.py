@@ -1,7 +1,7 @@
 """Synthetic chest X-rays for the built-in world: a PA-like grayscale radiograph with its lung and heart masks.
 
-Part of the synthetic world described in `pacx/world/files.py`; the images stand in for MIMIC-CXR / CheXpert
-(DESIGN.md "Data formats users have"). No reference code: a hand-made phantom drawn with numpy.
+Part of the synthetic world described in `pacx/world/physiology.py`; the images stand in for MIMIC-CXR / CheXpert
+(METHOD.md "Data formats users have"). No reference code: a hand-made phantom drawn with numpy.
 
 Geometry lives in body coordinates (x to the image right = the patient's left, as in a PA film; y downwards;
 the thorax spans about [-1, 1]). Each image is the body seen through a random nuisance transform:

@@ -1,7 +1,7 @@
 """Synthetic 12-lead ECGs for the built-in world: 10 s at 500 Hz in mV, limb leads obeying Einthoven's law.
 
-Part of the synthetic world described in `pacx/world/files.py`; the records stand in for MIMIC-IV-ECG
-(DESIGN.md "Stage 1c": 12 x 5000, lead order I, II, III, aVR, aVL, aVF, V1-V6). No reference code: a dipole
+Part of the synthetic world described in `pacx/world/physiology.py`; the records stand in for MIMIC-IV-ECG
+(METHOD.md "Stage 1c": 12 x 5000, lead order I, II, III, aVR, aVL, aVF, V1-V6). No reference code: a dipole
 (vectorcardiogram) model.
 
 The heart is one electric dipole H(t) in body axes (x = patient's left, y = inferior, z = anterior). One beat is

@@ -1,6 +1,6 @@
 """Synthetic blood labs for the built-in world: the 50 Symile-MIMIC labs as raw values with realistic missingness.
 
-Part of the synthetic world described in `pacx/world/files.py`. Makes the raw input of DESIGN.md "Stage 1b": the
+Part of the synthetic world described in `pacx/world/physiology.py`. Makes the raw input of METHOD.md "Stage 1b": the
 50 MIMIC-IV labs (pacx.data.labs.LAB_ITEMIDS, ascending itemids) in MIMIC units, NaN = not measured. Turning them into
 percentiles is pacx.data.labs.LabPercentiles' job, as for real data.
 

@@ -1,4 +1,5 @@
-"""Command line for the built-in synthetic physiology world (see `pacx.world.files` for what it holds).
+"""Command line for the built-in synthetic physiology world (`pacx.world.physiology` says what it holds,
+`pacx.world.files` what it writes).
 
     python -m pacx.world.make --out_dir runs/demo/world --n_train 800 --n_val 200 --n_test 400 --image_size 64
 """
