@@ -27,13 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pacx import rundir
 from pacx.config import opt, parse_config
 from pacx.data.datasets import ImageCSV, SegmentationCSV
-from pacx.dist import init_runtime
+from pacx.dist import AMP_HELP, init_runtime
 from pacx.errors import PacxError, exit_on_error
 from pacx.eval import report
 from pacx.eval.alignment import alignment_probe
-from pacx.eval.finetune import finetune_run, prepare_eval_dir, prepare_finetune, run_file
+from pacx.eval.finetune import finetune_run, prepare_eval_dir, prepare_finetune, previous_evaluation, run_file
 from pacx.eval.lowlabel import subsample_indices
 from pacx.eval.metrics import TASKS
 from pacx.eval.probe import (ProbeConfig, extract_features, image_label_sample, num_outputs, row_loader, standardize,
@@ -95,7 +96,7 @@ class Config:
     bootstrap: int = opt(500, "bootstrap resamples of the test set")
     workers: int = opt(4, "data-loading processes")
     device: str = opt("auto", "auto | cpu | cuda")
-    amp: bool = opt(True, "bf16 autocast on CUDA (ignored on CPU)")
+    amp: str = opt("auto", AMP_HELP)
     seed: int = opt(0, "seed for random backbones, subsets, heads, batch order and bootstrap resamples")
     out_dir: str = opt("runs/eval", "folder for results.json, results.md, rollout/ and finetune/ (run checkpoints)")
     resume: bool = opt(False, "continue the evaluation in out_dir: finished fine-tuning runs are reused, an "
@@ -326,6 +327,8 @@ def main(argv=None):
     task = load_task(cfg, rt.print0) if cfg.task_csv else None
     seg = load_segmentation(cfg, rt.print0) if cfg.seg_csv else None
     targets = load_targets(cfg.align_features, task) if cfg.align_features else None
+    if cfg.overwrite:  # the inputs are read and checked: only now may the previous evaluation go
+        rundir.clear(previous_evaluation(out))
     classify = task is not None and bool(cfg.label_columns)
     subsets = {f: subsample_indices(task["train"].y, f, cfg.seed) for f in cfg.fractions} if classify else {}
 

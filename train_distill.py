@@ -23,7 +23,7 @@ import torch.distributed as dist
 from pacx import checkpoint as ckpt
 from pacx.config import opt, parse_config
 from pacx.data.symile import SymileMIMIC
-from pacx.data.tables import file_column, read_table
+from pacx.data.tables import cell_error, file_column, read_table
 from pacx.data.images import read_rgb_tensor
 from pacx.data.targets import symile_targets, triplet_targets
 from pacx.data.transforms import denormalize, distill_train, eval_resize
@@ -106,10 +106,15 @@ def triplet_split(cfg: Config, split: str, rt, train: bool, size: int):
     rows = np.flatnonzero(df[cfg.split_column] == split)
     if not len(rows):
         raise DataError(f"{cfg.data}: no row has {cfg.split_column} == {split!r}")
-    images = file_column(df.iloc[rows], cfg.image_column, root, cfg.data, check_files=True)
-    ecg_paths = file_column(df.iloc[rows], cfg.ecg_column, root, cfg.data, check_files=False)
-    train_ids = df.loc[df[cfg.split_column] == cfg.train_split, cfg.lab_id_column].tolist()
-    targets = triplet_targets(Path(cfg.data), rows, split, ecg_paths, df[cfg.lab_id_column].iloc[rows].tolist(),
+    # Whole columns, then this split's rows: an error names the line of the file, not of the split.
+    images = [file_column(df, cfg.image_column, root, cfg.data, check_files=True)[r] for r in rows]
+    ecg_paths = [file_column(df, cfg.ecg_column, root, cfg.data, check_files=False)[r] for r in rows]
+    ids = df[cfg.lab_id_column].str.strip()
+    if (ids == "").any():
+        raise cell_error(cfg.data, int(np.flatnonzero((ids == "").to_numpy())[0]), cfg.lab_id_column,
+                         "an admission id (a row of --labs_table)", "")
+    train_ids = ids[df[cfg.split_column] == cfg.train_split].tolist()
+    targets = triplet_targets(Path(cfg.data), rows, split, ecg_paths, ids.iloc[rows].tolist(),
                               train_ids, Path(cfg.labs_table), cfg.lab_id_column, cfg.ecg_weights or None,
                               cfg.labs_dae or None, Path(cfg.targets_cache), rt.device, cfg.notch_hz,
                               cfg.zero_missing_labs, rt.print0, with_ecg=cfg.use_ecg)

@@ -19,7 +19,7 @@ import torch
 
 from pacx import checkpoint as ckpt
 from pacx.config import opt, parse_config
-from pacx.data.stage1 import lab_arrays
+from pacx.data.stage1 import LAB_TRANSFORM, lab_arrays
 from pacx.dist import all_reduce_mean, init_runtime, micro_batches, shutdown, sync_gradients, wrap_for_training
 from pacx.errors import PacxError, exit_on_error
 from pacx.loader import GlobalBatchSampler, SeededView, make_loader
@@ -66,7 +66,7 @@ def main(argv=None):
     resume_from = prepare_run_dir(cfg, rt)
 
     model = LabDAE(LabDAEConfig())
-    x, m = lab_arrays(cfg.data, Path(cfg.out_dir))
+    x, m, transform = lab_arrays(cfg.data)
     dataset = SeededView(range(len(x)), DropNoise(x, m))
     sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, rt.rank, rt.world_size, cfg.seed)
     loader = make_loader(dataset, sampler, cfg.workers, rt.device)
@@ -74,6 +74,8 @@ def main(argv=None):
     model.to(rt.device)
     optimizer = make_adamw(param_groups(model, cfg.weight_decay, cfg.decay_all), cfg.lr)
     run = Run(cfg, rt, model, optimizer, sampler, {"kind": "lab_dae", **asdict(model.cfg)}, resume_from)
+    if transform is not None and rt.is_main:  # Stage 2 reads the transform the DAE was trained with
+        transform.save(Path(cfg.out_dir) / LAB_TRANSFORM)
     rt.print0(f"lab DAE: {sum(p.numel() for p in model.parameters()):,} parameters, {len(dataset)} patients, "
               f"{run.steps_per_epoch} steps/epoch, {run.total_steps} steps, {rt.world_size} process(es) on "
               f"{rt.device}")

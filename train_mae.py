@@ -65,10 +65,16 @@ def main(argv=None):
         raise PacxError("--data is required (a folder of images, an image CSV or a cache; see --help)")
     if cfg.accum_steps < 1:
         raise PacxError(f"--accum_steps: expected >= 1, got {cfg.accum_steps}")
+    if not 0 < cfg.mask_ratio < 1:
+        raise PacxError(f"--mask_ratio: expected a fraction in (0, 1), got {cfg.mask_ratio}")
     rt = init_runtime(cfg.device, cfg.seed, cfg.amp)
     resume_from = prepare_run_dir(cfg, rt)
 
     model = MaskedAutoencoder(mae_config(cfg.model, cfg.img_size, cfg.norm_pix_loss))
+    kept = int(model.cfg.num_patches * (1 - cfg.mask_ratio))  # pacx.models.mae.random_masking's count
+    if not 0 < kept < model.cfg.num_patches:
+        raise PacxError(f"--mask_ratio {cfg.mask_ratio}: keeps {kept} of {model.cfg.num_patches} patches; expected "
+                        f"at least one kept and one removed")
     if cfg.init:
         load_mae_weights(model, read_checkpoint(cfg.init))
     images = image_dataset(cfg.data, cfg.image_column, cfg.image_root, cfg.split_column, cfg.split)

@@ -318,7 +318,7 @@ def run_benchmark(config_cls, run_all: Callable, argv=None, doc: str = "") -> No
         raise PacxError(f"--device: expected auto, cpu or cuda, got {cfg.device!r}")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise PacxError("--device cuda: torch sees no CUDA device here (try --device cpu)")
-    rt = init_runtime(cfg.device, cfg.seed, amp=True)
+    rt = init_runtime(cfg.device, cfg.seed)
     threads = torch.get_num_threads()
     if cfg.threads or cfg.quick:
         torch.set_num_threads(cfg.threads or 1)

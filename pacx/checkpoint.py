@@ -7,7 +7,9 @@ leaves the previous checkpoint intact. Every load uses `torch.load(..., weights_
 pickled payload is refused without running it.
 """
 import os
+import pickle
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,32 +21,45 @@ LAST = "last.pt"
 
 
 def save_atomic(obj: dict, path: str | os.PathLike) -> None:
+    """Write `obj` to `<path>.tmp`, then rename it over `path`: readers (and a resumed run) see the old file or the
+    new one, never half of one. A failed write (disk full, a read-only folder) removes the temp file and says so in
+    one line; the previous file is untouched."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half of one
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError from its zip writer
+        tmp.unlink(missing_ok=True)
+        detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0]
+        raise PacxError(f"{path}: could not be written ({detail}); the previous file, if any, is intact") from None
 
 
 def load(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load a checkpoint safely; a one-line error for a missing, truncated or unsafe file."""
+    """Load a checkpoint (a dict) safely; a one-line error for a missing, truncated, unsafe or foreign file."""
     path = Path(path)
     if not path.is_file():
-        raise PacxError(f"{path}: checkpoint not found")
+        raise PacxError(f"{path}: checkpoint not found" + (" (a folder)" if path.is_dir() else ""))
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle refusals, truncated zip files, ...: all unusable for the same reason
-        text = str(e)
-        if "WeightsUnpickler error:" in text:  # torch's own advice (weights_only=False) would run the file's code
-            detail = text.split("WeightsUnpickler error:")[1].strip().splitlines()[0]
-            reason = f"it holds Python objects beyond tensors and plain containers ({detail}); refused, since " \
-                     f"building them could run code"
+        if isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e):
+            # Torch's message advises weights_only=False, which would run the file's code: name only the object.
+            found = re.search(r"(?:GLOBAL|global:?) ([\w.]+)", str(e))
+            what = f" ({found.group(1)})" if found else ""
+            reason = f"it holds Python objects beyond tensors and plain containers{what}; refused, since building " \
+                     f"them could run code"
         else:
-            first = text.strip().splitlines()[0] if text.strip() else ""
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             reason = f"not a PyTorch checkpoint file ({type(e).__name__}: {first})"
         raise PacxError(f"{path}: not a loadable checkpoint: {reason}") from None
+    if not isinstance(obj, dict):
+        raise PacxError(f"{path}: not a pacx checkpoint: expected a dict of tensors and settings, found "
+                        f"{type(obj).__name__}")
+    return obj
 
 
 def rng_state() -> dict:
@@ -69,28 +84,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def prepare_out_dir(out_dir: str | os.PathLike, resume: bool, overwrite: bool) -> Path | None:
-    """Create the run folder and return the checkpoint to resume from (or None).
-
-    A folder that already holds a run is refused unless `--resume` (continue it) or `--overwrite` (start again; the
-    old checkpoint and log are replaced) says what to do with it.
-    """
-    out = Path(out_dir)
-    last = out / LAST
-    # A run killed before its first checkpoint leaves its log and config: still a run whose files must not vanish.
-    found = [p for p in (last, out / "metrics.jsonl", out / "config.json") if p.exists()]
-    if resume and last.exists():
-        return last
-    if resume and found:
-        raise PacxError(f"{out}: --resume given but there is no {LAST} to resume from (the run stopped before its "
-                        f"first checkpoint); pass --overwrite to start again")
-    if found and not overwrite:
-        raise PacxError(f"{out}: holds a previous run ({found[0].name}); pass --resume to continue it or "
-                        f"--overwrite to replace it")
-    out.mkdir(parents=True, exist_ok=True)
-    return None
-
-
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain module under DDP and/or torch.compile wrappers."""
     model = getattr(model, "_orig_mod", model)
@@ -105,10 +98,9 @@ def save_training_state(path, model: torch.nn.Module, optimizer, step: int, step
                  "epoch": step // steps_per_epoch, "rng": rng_state(), **extra}, path)
 
 
-def restore_training_state(path, model: torch.nn.Module, optimizer, counters: dict | None = None) -> int:
-    """Load what `save_training_state` wrote into `model` and `optimizer`, restore the RNGs and (into `counters`)
-    the run's saved counters, return the step."""
-    state = load(path)
+def restore_training_state(state: dict, model: torch.nn.Module, optimizer, counters: dict | None = None) -> int:
+    """Put what `save_training_state` wrote (`state`, read by `load`) into `model` and `optimizer`, restore the RNGs
+    and (into `counters`) the run's saved counters, return the step."""
     unwrap(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])

@@ -15,13 +15,17 @@ import torch.distributed as dist
 from pacx.errors import PacxError
 
 
+AMP = ("auto", "bf16", "off")
+AMP_HELP = "auto: bf16 autocast on CUDA, fp32 on CPU | bf16: bf16 autocast on any device, CPU too | off: fp32"
+
+
 @dataclass
 class Runtime:
     rank: int
     local_rank: int
     world_size: int
     device: torch.device
-    amp: bool  # bf16 autocast, only ever on CUDA
+    amp: str  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 (on any device) | off
 
     @property
     def is_main(self) -> bool:
@@ -32,9 +36,10 @@ class Runtime:
         return self.world_size > 1
 
     def autocast(self):
-        """bf16 autocast on CUDA (no GradScaler needed for bf16); fp32 on CPU."""
-        if self.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """bf16 autocast (no GradScaler needed for bf16) on CUDA by default, on the CPU too with amp "bf16" (the same
+        code path: how the mixed-precision path is tested without a GPU); else fp32."""
+        if self.amp == "bf16" or (self.amp == "auto" and self.device.type == "cuda"):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def print0(self, *args, **kwargs) -> None:
@@ -57,7 +62,7 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name, int(os.environ.get("LOCAL_RANK", "0"))) if name == "cuda" else torch.device(name)
 
 
-def init_runtime(device: str = "auto", seed: int = 0, amp: bool = True) -> Runtime:
+def init_runtime(device: str = "auto", seed: int = 0, amp: str = "auto") -> Runtime:
     """Join the torchrun process group if there is one, pick the device and seed every RNG.
 
     All ranks use the same seed, so they build identical models (DDP also broadcasts rank 0's weights); what must
@@ -67,6 +72,8 @@ def init_runtime(device: str = "auto", seed: int = 0, amp: bool = True) -> Runti
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device)
+    if amp not in AMP:
+        raise PacxError(f"--amp: expected one of {', '.join(AMP)}, got {amp!r}")
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast use TF32 tensor cores

@@ -7,6 +7,9 @@ import functools
 import sys
 
 
+CLEANUPS = []  # callables `exit_on_error` runs when the script's main ends, however it ends
+
+
 class PacxError(Exception):
     """Bad input or a refused action that the user can fix."""
 
@@ -25,8 +28,12 @@ def exit_on_error(main):
         try:
             return main(*args, **kwargs)
         except PacxError as e:
-            rank = _distributed_rank()
-            print(f"error: {'' if rank is None else f'rank {rank}: '}{e}", file=sys.stderr, flush=True)
+            _print_error(str(e))
+            sys.exit(2)
+        except OSError as e:  # the environment refused: a read-only folder, a full disk, a path that is a file
+            if e.strerror is None:
+                raise
+            _print_error(f"{e.filename}: {e.strerror}" if e.filename else e.strerror)
             sys.exit(2)
         except RuntimeError as e:
             rank = _peer_failure_rank(e)
@@ -36,8 +43,18 @@ def exit_on_error(main):
             print(f"error: rank {rank} stopped because another process stopped (its error is above): {first}",
                   file=sys.stderr, flush=True)
             sys.exit(1)
+        finally:
+            while CLEANUPS:  # e.g. the output folder's lock (pacx.rundir): it ends with the script, however it ends
+                CLEANUPS.pop()()
 
     return wrapper
+
+
+def _print_error(message: str) -> None:
+    """One line on stderr, whatever the message holds (a file name with a newline in it stays on one line)."""
+    rank = _distributed_rank()
+    line = message.replace("\r", "\\r").replace("\n", "\\n")
+    print(f"error: {'' if rank is None else f'rank {rank}: '}{line}", file=sys.stderr, flush=True)
 
 
 def _distributed_rank() -> int | None:

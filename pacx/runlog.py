@@ -22,9 +22,21 @@ class JsonlLog:
         if resume_step is None:
             self.path.write_text("")
         elif self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            kept = [line for line in self._records() if json.loads(line).get("step", 0) <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
+
+    def _records(self) -> list[str]:
+        """The log's lines; a last line cut short (the run was killed while writing it) is dropped, any other line
+        that is not JSON is an error naming it."""
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        for i, line in enumerate(lines):
+            try:
+                json.loads(line)
+            except ValueError:
+                if i == len(lines) - 1:
+                    return lines[:-1]
+                raise PacxError(f"{self.path}: line {i + 1} is not a JSON record; repair or remove it") from None
+        return lines
 
     def write(self, **record) -> None:
         if self.enabled:
@@ -103,20 +115,3 @@ class LossMeter:
         out = {k: reduce(v).item() / max(self.count, 1) for k, v in self.sums.items()}
         self.sums, self.count = {}, 0
         return out
-
-
-def open_run(out: Path, rt, resume_from: Path | None, model, optimizer, config: dict,
-             counters: dict | None = None) -> tuple[int, JsonlLog]:
-    """Start or resume a training run in `out`: restore the state of `resume_from` (model, optimizer, RNGs and the
-    run's `counters`, updated in place), cut the metrics log back to its step and write config.json.
-    Returns (step, log)."""
-    from pacx.checkpoint import restore_training_state
-
-    step = 0
-    if resume_from is not None:
-        step = restore_training_state(resume_from, model, optimizer, counters)
-        rt.print0(f"resumed {resume_from} at step {step}")
-    log = JsonlLog(out / "metrics.jsonl", rt.is_main, resume_step=step if resume_from else None)
-    if rt.is_main:
-        (out / "config.json").write_text(json.dumps(config, indent=2))
-    return step, log

@@ -15,8 +15,9 @@ metrics log cut back to the checkpoint), the warmup + cosine schedule (METHOD.md
 the optimizer step with its non-finite guard (`pacx.optim.finish_step`), progress lines with ETA, the JSONL log and
 atomic checkpoints that never hold non-finite weights.
 """
+import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -24,11 +25,13 @@ import torch
 import torch.distributed as dist
 
 from pacx import checkpoint as ckpt
+from pacx import rundir
 from pacx.config import opt
-from pacx.dist import Runtime, all_reduce_mean
+from pacx.dist import AMP_HELP, Runtime, all_reduce_mean
 from pacx.loader import GlobalBatchSampler, check_batch
 from pacx.optim import finish_step, lr_factor, set_lr
-from pacx.runlog import LossMeter, Progress, open_run
+from pacx.errors import PacxError
+from pacx.runlog import JsonlLog, LossMeter, Progress
 
 
 @dataclass
@@ -48,21 +51,62 @@ class TrainConfig:
                                       "stopping; costs one host sync per step")
     workers: int = opt(4, "data-loading processes per process")
     device: str = opt("auto", "auto | cpu | cuda")
-    amp: bool = opt(True, "bf16 autocast on CUDA (ignored on CPU)")
+    amp: str = opt("auto", AMP_HELP)
     compile: bool = opt(False, "torch.compile the model")
     seed: int = opt(0, "seed for the model init, data order, augmentation and masks")
     out_dir: str = opt("runs/train", "folder for last.pt, metrics.jsonl and config.json")
     resume: bool = opt(False, "continue the run in --out_dir from its last.pt")
-    overwrite: bool = opt(False, "replace a run already in --out_dir")
+    overwrite: bool = opt(False, "replace a run already in --out_dir (its files are removed once the new run's inputs "
+                                 "have been read and checked)")
+    allow_changes: tuple[str, ...] = opt((), "--resume: options allowed to differ from the run's own (e.g. epochs); "
+                                             "others are refused")
     ckpt_every: int = opt(0, "also checkpoint every N steps (0: at the end of each epoch only)")
     log_every: int = opt(10, "steps between progress lines / log records")
     max_steps: int = opt(0, "stop after this many steps in all (0: run every epoch)")
 
 
+# What a training run writes in --out_dir; --overwrite removes these (and only these) of the replaced run.
+RUN_FILES = (ckpt.LAST, f"{ckpt.LAST}.tmp", "metrics.jsonl", "config.json", "encoder.pt", "encoder.pt.tmp",
+             "lab_percentiles.json")
+
+
+def check_options(cfg: TrainConfig) -> None:
+    """Refuse option values that would train nothing or something else than asked, before any work."""
+    bad = [(name, value, want) for name, value, want, ok in (
+        ("epochs", cfg.epochs, ">= 1", cfg.epochs >= 1),
+        ("batch_size", cfg.batch_size, ">= 1", cfg.batch_size >= 1),
+        ("lr", cfg.lr, "a number > 0", math.isfinite(cfg.lr) and cfg.lr > 0),
+        ("weight_decay", cfg.weight_decay, "a number >= 0", math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0),
+        ("warmup_epochs", cfg.warmup_epochs, "a number >= 0",
+         math.isfinite(cfg.warmup_epochs) and cfg.warmup_epochs >= 0),
+        ("warmup_steps", cfg.warmup_steps, ">= 0", cfg.warmup_steps >= 0),
+        ("lr_floor", cfg.lr_floor, "a number in [0, 1]", 0 <= cfg.lr_floor <= 1),
+        ("grad_clip", cfg.grad_clip, "a number >= 0", math.isfinite(cfg.grad_clip) and cfg.grad_clip >= 0),
+        ("workers", cfg.workers, ">= 0", cfg.workers >= 0),
+        ("ckpt_every", cfg.ckpt_every, ">= 0", cfg.ckpt_every >= 0),
+        ("log_every", cfg.log_every, ">= 1", cfg.log_every >= 1),
+        ("max_steps", cfg.max_steps, ">= 0", cfg.max_steps >= 0)) if not ok]
+    if bad:
+        name, value, want = bad[0]
+        raise PacxError(f"--{name}: expected {want}, got {value}")
+    unknown = sorted(set(cfg.allow_changes) - {f.name for f in fields(cfg)})
+    if unknown:
+        raise PacxError(f"--allow_changes: {unknown[0]!r} is not an option of this script")
+
+
 def prepare_run_dir(cfg: TrainConfig, rt: Runtime) -> Path | None:
-    """`pacx.checkpoint.prepare_out_dir` on every rank, then a barrier: no rank writes into --out_dir (rank 0's log,
-    config.json) before every rank has looked at what was there. Returns the checkpoint to resume from (or None)."""
-    resume_from = ckpt.prepare_out_dir(cfg.out_dir, cfg.resume, cfg.overwrite)
+    """Check the options, take --out_dir's lock (rank 0) and apply the folder rules of `pacx.rundir`, reading only:
+    nothing is written or removed here. Every rank then passes a barrier, so none writes into --out_dir before all
+    have looked at what was there. Returns the checkpoint to resume from (or None)."""
+    check_options(cfg)
+    out = Path(cfg.out_dir)
+    if rt.is_main:
+        rundir.lock(out)
+    if rt.distributed:
+        dist.barrier()
+    previous = [out / name for name in (ckpt.LAST, "metrics.jsonl", "config.json") if (out / name).exists()]
+    resume_from = rundir.check(out, previous, cfg.resume, cfg.overwrite,
+                               out / ckpt.LAST if (out / ckpt.LAST).exists() else None)
     if rt.distributed:
         dist.barrier()
     return resume_from
@@ -83,11 +127,35 @@ class Run:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         self.warmup = cfg.warmup_steps / self.steps_per_epoch if cfg.warmup_steps else cfg.warmup_epochs
         self.counters = {"skipped": 0}  # steps skipped under --skip_nonfinite; saved, so they survive a resume
-        self.step, self.log = open_run(self.out, rt, resume_from, model, optimizer,
-                                       {"script": asdict(cfg), "model": model_config}, self.counters)
+        self.step = self.start(resume_from)
+        self.log = JsonlLog(self.out / "metrics.jsonl", rt.is_main, resume_step=self.step if resume_from else None)
+        if rt.is_main:
+            (self.out / "config.json").write_text(json.dumps({"script": asdict(cfg), "model": model_config},
+                                                             indent=2))
+        if self.warmup >= cfg.epochs:
+            rt.print0(f"warning: the warmup ({self.warmup:g} epochs) is as long as the training ({cfg.epochs} "
+                      f"epochs): the learning rate never reaches --lr {cfg.lr:g}; shorten --warmup_epochs / "
+                      f"--warmup_steps")
         self.progress = Progress(self.total_steps, start_step=self.step)
         self.meter = LossMeter()
         self.epoch = self.step // self.steps_per_epoch
+
+    def start(self, resume_from: Path | None) -> int:
+        """Restore the run in `resume_from` (model, optimizer, RNGs, counters) after checking it is this run, or
+        remove a replaced run's files (--overwrite, now that the inputs have been read). Returns the step."""
+        if resume_from is None:
+            if self.cfg.overwrite and self.rt.is_main:
+                rundir.clear([self.out / name for name in RUN_FILES])
+            return 0
+        state = ckpt.load(resume_from)
+        kind, saved_kind = self.model_config.get("kind"), (state.get("config") or {}).get("kind")
+        if kind != saved_kind:
+            raise PacxError(f"{resume_from}: holds a run of another model ({saved_kind}, this script trains {kind}); "
+                            f"choose another --out_dir")
+        rundir.check_resume(resume_from, state.get("script_config", {}), asdict(self.cfg), self.cfg.allow_changes)
+        step = ckpt.restore_training_state(state, self.model, self.optimizer, self.counters)
+        self.rt.print0(f"resumed {resume_from} at step {step}")
+        return step
 
     def lr_at(self, t: float) -> float:
         """The learning rate at time `t` in epochs (fractional when the schedule steps per step)."""

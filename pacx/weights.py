@@ -40,8 +40,15 @@ def vit_config(preset: str, img_size: int = 0) -> ViTConfig:
     """The ViT preset `preset` (base | small | tiny), at `img_size` when non-zero."""
     if preset not in PRESETS:
         raise PacxError(f"--model: expected one of {sorted(PRESETS)}, got {preset!r}")
-    cfg = PRESETS[preset]()
+    return with_img_size(PRESETS[preset](), img_size)
+
+
+def with_img_size(cfg: ViTConfig, img_size: int) -> ViTConfig:
+    """`cfg` at input size `img_size` (0: its own), which must be a positive multiple of the patch size."""
     if img_size:
+        if img_size < 0 or img_size % cfg.patch_size:
+            raise PacxError(f"--img_size: expected a positive multiple of the patch size {cfg.patch_size}, got "
+                            f"{img_size}")
         cfg.img_size = img_size
     return cfg
 
@@ -50,8 +57,7 @@ def mae_config(preset: str, img_size: int = 0, norm_pix_loss: bool = False) -> M
     if preset not in MAE_PRESETS:
         raise PacxError(f"--model: expected one of {sorted(MAE_PRESETS)}, got {preset!r}")
     cfg = MAE_PRESETS[preset](norm_pix_loss=norm_pix_loss)
-    if img_size:
-        cfg.encoder.img_size = img_size
+    with_img_size(cfg.encoder, img_size)
     return cfg
 
 
@@ -66,13 +72,29 @@ class Checkpoint:
         preset)."""
         kind = (self.config or {}).get("kind")
         enc = self.config.get("encoder") if kind in ("mae", "pacx") else self.config if kind == "vit" else None
-        return ViTConfig(**{k: v for k, v in enc.items() if k != "kind"}) if enc is not None else None
+        return build_config(ViTConfig, enc, self.source) if enc is not None else None
 
     def mae_config(self) -> MAEConfig | None:
         if (self.config or {}).get("kind") != "mae":
             return None
-        d = {k: v for k, v in self.config.items() if k != "kind"}
-        return MAEConfig(**{**d, "encoder": ViTConfig(**d["encoder"])})
+        return build_config(MAEConfig, {**self.config, "encoder": self.vit_config()}, self.source)
+
+
+def build_config(cls, saved: dict, source):
+    """`cls(**saved)` for a config dict a checkpoint carries; a field this version does not know (a file written by
+    a newer pacx) or a missing one is a one-line error naming it."""
+    if not isinstance(saved, dict):
+        raise PacxError(f"{source}: its 'config' is not a dict of settings")
+    known = {f.name for f in fields(cls)}
+    values = {k: v for k, v in saved.items() if k != "kind"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise PacxError(f"{source}: its config has field(s) {unknown} that this pacx's {cls.__name__} does not know "
+                        f"(written by another version?); known: {sorted(known)}")
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise PacxError(f"{source}: its config does not build a {cls.__name__} ({e})") from None
 
 
 def read_checkpoint(path) -> Checkpoint:
@@ -151,9 +173,7 @@ def load_vit(path: str, preset: str = "base", img_size: int = 0, norm_eps: float
     `path` is empty. The architecture is the file's own when it carries one, else `preset`'s; `img_size` (when
     non-zero) and `norm_eps` (when given) override it."""
     ckpt = read_checkpoint(path) if path else None
-    cfg = (ckpt.vit_config() if ckpt else None) or vit_config(preset)
-    if img_size:
-        cfg.img_size = img_size
+    cfg = with_img_size((ckpt.vit_config() if ckpt else None) or vit_config(preset), img_size)
     if norm_eps is not None:
         cfg.norm_eps = norm_eps
     model = VisionTransformer(cfg)
@@ -182,8 +202,7 @@ def load_mae(path: str, preset: str = "base", img_size: int = 0) -> MaskedAutoen
     encoder-only file is refused: it has no decoder to reconstruct with."""
     ckpt = read_checkpoint(path)
     cfg = ckpt.mae_config() or mae_config(preset)
-    if img_size:
-        cfg.encoder.img_size = img_size
+    with_img_size(cfg.encoder, img_size)
     model = MaskedAutoencoder(cfg)
     if load_mae_weights(model, ckpt) != "full":
         raise PacxError(f"{path}: holds no MAE decoder (encoder only); reconstructions need a full MAE checkpoint "
@@ -202,12 +221,7 @@ def load_lab_dae(path) -> LabDAE:
     if not isinstance(obj, dict):
         raise PacxError(f"{path}: expected a lab DAE checkpoint (a dict with 'model'), found {type(obj).__name__}")
     if "model" in obj:
-        known = {f.name for f in fields(LabDAEConfig)}
-        config = {k: v for k, v in obj.get("config", {}).items() if k != "kind"}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise PacxError(f"{path}: key 'config' has unknown LabDAEConfig fields {unknown}; known: {sorted(known)}")
-        cfg, state = LabDAEConfig(**config), obj["model"]
+        cfg, state = build_config(LabDAEConfig, obj.get("config", {}), path), obj["model"]
     elif "state_dict" in obj:
         state = {k.removeprefix("model."): v for k, v in obj["state_dict"].items() if k.startswith("model.")}
         if "encoder.0.weight" not in state:

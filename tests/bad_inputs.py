@@ -17,6 +17,27 @@ from PIL import Image
 from conftest import ROOT
 
 
+def make_world(root: Path) -> Path:
+    """A pristine 8/4/4-patient synthetic world (images, masks, labs, WFDB, Symile arrays) with a tiny MAE and lab
+    DAE checkpoint. Cases copy what they need out of it, so it is never modified."""
+    from dataclasses import asdict
+
+    import torch
+
+    from pacx.checkpoint import save_atomic
+    from pacx.models.labs_dae import LabDAE
+    from pacx.models.mae import MaskedAutoencoder, mae_tiny
+    from pacx.weights import lab_dae_checkpoint
+    from pacx.world.files import write_world
+
+    write_world(root, 8, 4, 4, seed=0, image_size=32, formats=("images", "segmentation", "labs", "wfdb", "npy"))
+    torch.manual_seed(0)
+    mae = MaskedAutoencoder(mae_tiny())
+    save_atomic({"model": mae.state_dict(), "config": {"kind": "mae", **asdict(mae.mae_cfg)}}, root / "mae.pt")
+    save_atomic(lab_dae_checkpoint(LabDAE()), root / "dae.pt")
+    return root
+
+
 # ---- small writers for the bad inputs ----
 
 def copy(w: Path, t: Path, *names: str) -> None:

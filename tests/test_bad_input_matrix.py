@@ -7,20 +7,18 @@ tmp_path before the run still there with the same bytes (a fresh output folder m
 through their `main(argv)` for speed; the cases marked `subprocess` go through the real command line.
 A second, short table records inputs that look odd but are valid (16-bit PNGs, images of any size): they run.
 """
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from bad_inputs import (
     Case, EVAL, LABS, MAE, SYMILE, TASK, TRIPLETS, align_features, corrupt_npy,
     image_csv_with_missing_file, rate_zero, seg_mask_wrong_size, stale_cache, truncated_cache_array,
     truncated_dat, truncated_jpeg, cache, copy, edit_csv, edit_npy, pngs, previous_run, run_script,
-    set_cell, set_value, snapshot, symile, task, triplets, write,
+    set_cell, set_value, snapshot, symile, task, triplets, write, make_world,
 )
 from test_images import write_dicom
 from pacx.data.images import read_gray
@@ -31,21 +29,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    """A pristine 8/4/4-patient synthetic world (images, masks, labs, WFDB, Symile arrays) with a tiny MAE and lab
-    DAE checkpoint. Cases copy what they need out of it, so it is never modified."""
-    from pacx.checkpoint import save_atomic
-    from pacx.models.labs_dae import LabDAE
-    from pacx.weights import lab_dae_checkpoint
-    from pacx.models.mae import MaskedAutoencoder, mae_tiny
-    from pacx.world.files import write_world
-
-    root = tmp_path_factory.mktemp("world")
-    write_world(root, 8, 4, 4, seed=0, image_size=32, formats=("images", "segmentation", "labs", "wfdb", "npy"))
-    torch.manual_seed(0)
-    mae = MaskedAutoencoder(mae_tiny())
-    save_atomic({"model": mae.state_dict(), "config": {"kind": "mae", **asdict(mae.mae_cfg)}}, root / "mae.pt")
-    save_atomic(lab_dae_checkpoint(LabDAE()), root / "dae.pt")
-    return root
+    return make_world(tmp_path_factory.mktemp("world"))
 
 
 CASES = [

@@ -1,4 +1,5 @@
-"""Tests for benchmarks/bench.py: the analytic FLOP counts against torch's FlopCounterMode, the official-style MAE baseline
+"""Tests for benchmarks/bench.py: the analytic FLOP counts against torch's FlopCounterMode, the official-style MAE
+baseline
 against pacx's MAE (same weights -> same loss, prediction and gradients), the GPU peak table, that importing the
 module does not import timm, and a `--quick` run printing every ratio line and writing finite positive results."""
 import json

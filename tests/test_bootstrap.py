@@ -1,4 +1,5 @@
-"""Bootstrap intervals (pacx/eval/bootstrap.py): they hold the point estimate, narrow as n grows, skip resamples that lose
+"""Bootstrap intervals (pacx/eval/bootstrap.py): they hold the point estimate, narrow as n grows, skip resamples that
+lose
 a class (counted independently), and a paired difference of a backbone with itself is exactly zero."""
 import numpy as np
 import pytest

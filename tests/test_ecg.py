@@ -1,4 +1,5 @@
-"""Tests for pacx/models/ecg.py: ECGFounder's Net1D against its reference structure, hand computations and checkpoint I/O."""
+"""Tests for pacx/models/ecg.py: ECGFounder's Net1D against its reference structure, hand computations and
+checkpoint I/O."""
 import math
 import warnings
 

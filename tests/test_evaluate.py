@@ -124,7 +124,8 @@ def data(tmp_path_factory):
     return root
 
 
-COMMON = ["--model", "tiny", "--img_size", "32", "--device", "cpu", "--workers", "0", "--batch_size", "8", "--bootstrap", "30"]
+COMMON = ["--model", "tiny", "--img_size", "32", "--device", "cpu", "--workers", "0", "--batch_size", "8",
+          "--bootstrap", "30"]
 
 
 def test_end_to_end_probe_segmentation_alignment_rollout(data, tmp_path):

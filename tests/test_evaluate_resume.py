@@ -184,7 +184,8 @@ def test_killed_evaluation_resumes_bit_identical(data, tmp_path, mode, capsys):
 
 def test_folder_with_an_evaluation_is_refused_and_untouched(data, tmp_path, capsys):
     out = tmp_path / "eval"
-    args = [*TINY, "--task_csv", str(data / "task.csv"), "--fractions", "1", "--probe_epochs", "2", "--out_dir", str(out)]
+    args = [*TINY, "--task_csv", str(data / "task.csv"), "--fractions", "1", "--probe_epochs", "2", "--out_dir",
+            str(out)]
     evaluate.main(args)  # a linear probe: no run files, so --resume recomputes it
     (out / "notes.txt").write_text("mine")
     before = files(out)

@@ -1,4 +1,5 @@
-"""Tests for pacx/models/labs_dae.py: corruption, the masked loss, the encode quirk, training progress and checkpoints."""
+"""Tests for pacx/models/labs_dae.py: corruption, the masked loss, the encode quirk, training progress and
+checkpoints."""
 import math
 
 import pytest
@@ -135,5 +136,5 @@ def test_checkpoint_round_trip(tmp_path):
         assert torch.equal(loaded.encode(x, m), model.encode(x, m))
 
     torch.save({"model": model.state_dict(), "config": {"hiden": 64}}, tmp_path / "bad.pt")
-    with pytest.raises(PacxError, match=r"unknown LabDAEConfig fields \['hiden'\]"):
+    with pytest.raises(PacxError, match=r"field\(s\) \['hiden'\] that this pacx's LabDAEConfig does not know"):
         load_lab_dae(tmp_path / "bad.pt")

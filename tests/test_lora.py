@@ -1,4 +1,5 @@
-"""LoRA (pacx/models/lora.py): the layer against its formula, merge == unmerged, export loads strictly into pacx and timm,
+"""LoRA (pacx/models/lora.py): the layer against its formula, merge == unmerged, export loads strictly into pacx and
+timm,
 the Stage-2 trainable-parameter count, the MAE decoder left alone, and the original PaCX checkpoint key mapping."""
 import math
 

@@ -14,7 +14,8 @@ from pacx.world.physiology import LABEL_NAMES
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
-    write_world(root, 10, 4, 4, seed=1, image_size=32, formats=("images", "segmentation", "labs", "npy", "retrieval", "wfdb"))
+    write_world(root, 10, 4, 4, seed=1, image_size=32,
+                formats=("images", "segmentation", "labs", "npy", "retrieval", "wfdb"))
     return root
 
 

@@ -21,7 +21,7 @@ Choices to know about:
 - Atomic: the build writes into `<out>.tmp-<pid>/` and renames it to `<out>` at the end, so a killed build never
   leaves a half-written cache under the final name. A bad image stops the build with the reader's one-line error.
 
-    python -m pacx.data.make_cache --data CheXpert-v1.0/train.csv --image_column Path --out cache/chexpert_256 --size 256
+    python -m pacx.data.make_cache --data train.csv --image_column Path --out cache/chexpert_256 --size 256
 
 Disk: N * size^2 bytes (CheXpert's 224,316 images at 256: 14.7 GB).
 
@@ -104,7 +104,8 @@ def read_index(out: str | Path) -> dict:
     """The index of a cache folder, checked for format and version."""
     index_file = Path(out) / INDEX
     if not index_file.is_file():
-        raise CacheError(f"{index_file}: no such file (not a pacx image cache; build one with python -m pacx.data.cache)")
+        raise CacheError(f"{index_file}: no such file (not a pacx image cache; build one with "
+                         f"python -m pacx.data.make_cache)")
     try:
         index = json.loads(index_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

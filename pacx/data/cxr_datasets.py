@@ -15,7 +15,8 @@ import torch
 from torch.utils.data import Dataset
 
 from pacx.data.datasets import LabelledImages, image_item
-from pacx.data.tables import DatasetFormatError, cell_error, check_exist, check_unique, file_column, parse_codes, read_table
+from pacx.data.tables import (DatasetFormatError, cell_error, check_exist, check_unique, file_column, parse_codes,
+                              read_table)
 
 CHEXPERT_LABELS = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",

@@ -42,6 +42,12 @@ def _record_base(record_path: str | Path) -> Path:
     return path.with_suffix("") if path.suffix.lower() in (".hea", ".dat", ".mat") else path
 
 
+def wfdb_files(record_path: str | Path) -> list[Path]:
+    """The files of a record that exist: its header and its signal file (.dat or .mat of the same name)."""
+    base = _record_base(record_path)
+    return [f for f in (Path(f"{base}{s}") for s in (".hea", ".dat", ".mat")) if f.is_file()]
+
+
 def resample_ecg(sig: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     """(C, L) at fs_in -> (C, ceil(L * fs_out / fs_in)) at fs_out, polyphase anti-aliased (scipy resample_poly)."""
     if fs_in == fs_out:
@@ -96,7 +102,7 @@ def read_wfdb_ecg(
         if not nan_to_zero:
             some_nan = {ECGFOUNDER_LEADS[i]: int(nan[i].sum()) for i in range(12) if nan[i].any()}
             raise ECGReadError(
-                f"{base}: NaN samples in leads {some_nan} (pass nan_to_zero=True to zero them as ECGFounder does)"
+                f"{base}: NaN samples in leads {some_nan}; expected finite samples (repair the record or leave it out)"
             )
         sig = np.nan_to_num(sig, nan=0.0)
 

@@ -88,6 +88,9 @@ def _read_pillow(path: Path) -> np.ndarray:
         arr = np.asarray(img)
         if arr.ndim != 2:
             raise ImageReadError(f"{path}: expected a 2-D {img.mode} image, found shape {arr.shape}")
+        if not np.isfinite(arr).all():  # a NaN would make the min-max stretch, and so the whole image, NaN
+            y, x = (int(v) for v in np.argwhere(~np.isfinite(arr))[0])
+            raise ImageReadError(f"{path}: pixel (row {y}, column {x}) is {arr[y, x]}; expected finite values")
         return scale_to_uint8(arr)
     if img.mode != "L":
         # RGB, RGBA, LA, P, 1, CMYK ...: ITU-R 601-2 luma; alpha is dropped, not composited.

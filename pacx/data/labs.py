@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pacx.data.tables import read_table
 from pacx.errors import DataError
 
 # METHOD.md "Stage 1b": MIMIC-IV itemids, ascending, which is the column order of Symile-MIMIC's arrays.
@@ -189,15 +190,8 @@ def read_lab_table(
     empty / NA / NaN / null for "not measured"; anything else is an error naming its line and column. The values
     of `id_column` name the rows, so each must be unique.
     """
-    if not Path(path).is_file():
-        raise DataError(f"{path}: no such file (expected a labs CSV, one column per lab)")
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not a readable CSV table: {str(e).strip()}") from None
+    raw = read_table(path)  # one-line errors for a missing, unreadable or empty table and repeated column names
     header = list(raw.columns)
-    if not len(raw):
-        raise DataError(f"{path}: no data rows (only a header line)")
     if id_column is not None and id_column not in header:
         raise DataError(f"{path}: id column '{id_column}' not found; the file has columns {header}")
     if id_column is not None:

@@ -1,6 +1,6 @@
 """Command line of the preprocessing cache (`pacx.data.cache`): decode every image once, store it at a fixed size.
 
-    python -m pacx.data.make_cache --data CheXpert-v1.0/train.csv --image_column Path --out cache/chexpert_256 --size 256
+    python -m pacx.data.make_cache --data train.csv --image_column Path --out cache/chexpert_256 --size 256
     python train_mae.py --data cache/chexpert_256 ...
 """
 from dataclasses import dataclass

@@ -22,8 +22,8 @@ LAB_TRANSFORM = "lab_percentiles.json"
 
 def image_dataset(data: str, image_column: str = "Path", image_root: str = "", split_column: str = "",
                   split: str = "train"):
-    """A preprocessing cache (`pacx.data.cache`), a folder of images, or a CSV with an image-path column (optionally only
-    the rows whose `split_column` equals `split`); items are dicts with a uint8 (3, H, W) 'image'."""
+    """A preprocessing cache (`pacx.data.cache`), a folder of images, or a CSV with an image-path column (optionally
+    only the rows whose `split_column` equals `split`); items are dicts with a uint8 (3, H, W) 'image'."""
     path = Path(data)
     if (path / INDEX).is_file():  # a preprocessing cache built by `python -m pacx.data.make_cache`
         return CachedImages(path)
@@ -42,9 +42,10 @@ def image_dataset(data: str, image_column: str = "Path", image_root: str = "", s
     return Subset(ImageCSV(path, image_column, root=image_root or None), rows.tolist())
 
 
-def lab_arrays(data: str, out_dir: Path, id_column: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(percentiles (N, 50), observed (N, 50)) float32 tensors for DAE training."""
-    path = Path(data)
+def lab_arrays(data: str, id_column: str | None = None) -> tuple[torch.Tensor, torch.Tensor, LabPercentiles | None]:
+    """(percentiles (N, 50), observed (N, 50)) float32 tensors for DAE training, and the percentile transform fitted
+    on a raw table (None for Symile arrays, whose percentiles come computed); the caller saves it with the run."""
+    path, transform = Path(data), None
     if path.is_dir():
         split = path / "train" if (path / "train").is_dir() else path
         name = split.name
@@ -66,7 +67,5 @@ def lab_arrays(data: str, out_dir: Path, id_column: str | None = None) -> tuple[
     else:  # a raw table: its fitted transform gives percentiles in [0, 1] and a 0/1 mask
         table = read_lab_table(path, id_column=id_column, allow_extra=id_column is None)
         transform = LabPercentiles().fit(table)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        transform.save(out_dir / LAB_TRANSFORM)
         x, m = transform.transform(table)
-    return torch.from_numpy(np.asarray(x, np.float32)), torch.from_numpy(np.asarray(m, np.float32))
+    return torch.from_numpy(np.asarray(x, np.float32)), torch.from_numpy(np.asarray(m, np.float32)), transform

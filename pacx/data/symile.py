@@ -45,6 +45,9 @@ class SymileMIMIC(Dataset):
             fits = arr.ndim == len(shape) and all(isinstance(d, str) or d == a for d, a in zip(shape, arr.shape))
             if not fits:
                 raise DatasetFormatError(f"{path}: expected shape ({', '.join(map(str, shape))}), found {arr.shape}")
+            if name in ("cxr", "ecg") and arr.dtype.kind != "f":  # integer pixels would be read as normalised values
+                what = "ImageNet-normalised pixels" if name == "cxr" else "samples scaled to [-1, 1]"
+                raise DatasetFormatError(f"{path}: expected floating-point {what}, found dtype {arr.dtype}")
             n = len(arrays.get("cxr", arr))
             if len(arr) != n:
                 raise DatasetFormatError(f"{path}: has {len(arr)} rows, but cxr_{split}.npy has {n}")
@@ -63,6 +66,12 @@ class SymileMIMIC(Dataset):
                 f"{folder / f'labs_missingness_{split}.npy'}: row {i}: expected 0/1 (1 = observed), found "
                 f"{sorted(set(np.asarray(mask[i]).tolist()) - {0, 1})[:3]}"
             )
+        for name in ("hadm_id", "label_hadm_id") if self.retrieval else ("hadm_id",):
+            ids = np.asarray(arrays[name])
+            bad = np.flatnonzero(~np.isfinite(ids) | (ids != np.round(ids))) if ids.dtype.kind == "f" else []
+            if len(bad):
+                raise DatasetFormatError(f"{self.files[name]}: row {int(bad[0])}: expected an integer admission id, "
+                                         f"found {ids[bad[0]]}")
         if not self.retrieval:  # one row per admission (symile asserts this); retrieval groups reuse candidates
             ids = pd.Series(np.asarray(arrays["hadm_id"]))
             dup = ids.duplicated().to_numpy()

@@ -27,6 +27,12 @@ def read_table(path: str | Path, columns=()) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DatasetFormatError(f"{path}: not a readable CSV table ({type(err).__name__}: {err})") from err
     df = df.fillna("")  # rows shorter than the header give NaN even with keep_default_na=False
+    header = pd.read_csv(path, header=None, nrows=1, dtype=str, skipinitialspace=True, encoding="utf-8-sig")
+    names = [str(v).strip() for v in header.iloc[0].tolist()]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # pandas would rename the second one silently ("x.1"): which of the two is meant is unknowable
+        raise DatasetFormatError(f"{path}: column {twice[0]!r} appears {names.count(twice[0])} times in the header; "
+                                 f"expected unique column names")
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DatasetFormatError(f"{path}: missing column {missing[0]!r} (found columns: {', '.join(df.columns)})")
@@ -73,20 +79,27 @@ def file_column(df: pd.DataFrame, column: str, root: Path, path, check_files: bo
         raise cell_error(path, int(np.flatnonzero(blank)[0]), column, "a file path", "")
     files = [Path(v) if Path(v).is_absolute() else root / v for v in text]
     if check_files:
-        check_exist(files, path, column)
+        check_exist(files, path, column, root=None if all(Path(v).is_absolute() for v in text) else root)
     return files
 
 
-def check_exist(files: list[Path], path, column: str, rows=None) -> None:
+def check_exist(files: list[Path], path, column: str, rows=None, root: Path | None = None) -> None:
     """Every file must exist; one line for all the misses. `rows[k]`: the data row that named files[k]
-    (default k), for the line number in the message."""
+    (default k), for the line number in the message; `root`: the folder relative paths were read from, named in the
+    message (with the folder above it when the files are there: a CheXpert-style CSV whose paths repeat its folder)."""
     missing = [k for k, p in enumerate(files) if not p.is_file()]
     if missing:
         k = missing[0]
         line = (k if rows is None else int(rows[k])) + 2
+        hint = ""
+        if root is not None and Path(files[k]).is_relative_to(root):
+            relative = Path(files[k]).relative_to(root)
+            up = next((r for r in Path(root).resolve().parents if (r / relative).is_file()), None)
+            hint = f"; relative paths are read from {root} (--image_root)" + (
+                f", and this file is under {up}: pass --image_root {up}" if up else "")
         raise DatasetFormatError(
             f"{path}: {len(missing)} of {len(files)} files in column {column!r} do not exist; "
-            f"first on line {line}: {files[k]}"
+            f"first on line {line}: {files[k]}{hint}"
         )
 
 

@@ -18,17 +18,19 @@ import torch
 
 from pacx.checkpoint import save_atomic, load
 from pacx.models.ecg import ECGEncoder, ecg_embed_dim as ECG_DIM
-from pacx.data.ecg_io import ecgfounder_preprocess, read_wfdb_ecg, symile_ecg_to_ecgfounder
-from pacx.errors import DataError
+from pacx.data.ecg_io import ecgfounder_preprocess, read_wfdb_ecg, symile_ecg_to_ecgfounder, wfdb_files
+from pacx.errors import DataError, PacxError
 from pacx.data.labs import LabPercentiles, read_lab_table
 from pacx.models.labs_dae import LabDAE
 from pacx.weights import load_ecg_encoder, load_lab_dae
 
 
 def file_digest(path: str | os.PathLike | None) -> str:
-    """sha256 of a weight file's bytes ("random" when there is none)."""
+    """sha256 of a weight file's bytes ("random" when there is none); a path that is not a file is refused."""
     if not path:
         return "random"
+    if not Path(path).is_file():
+        raise PacxError(f"{path}: checkpoint not found" + (" (a folder)" if Path(path).is_dir() else ""))
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -172,7 +174,8 @@ def triplet_targets(csv: Path, rows: np.ndarray, split: str, ecg_paths: list[Pat
                     labs_dae: str | None, cache_dir: Path, device, notch_hz: float | None = 50.0,
                     zero_missing: bool = False, log=print, with_ecg: bool = True) -> dict:
     """Targets for raw triplets (a CSV of image path, WFDB record, lab row id): each record read by
-    `pacx.data.ecg_io.read_wfdb_ecg` (12 standard leads by name, 500 Hz, 10 s), the lab rows turned into percentiles by an
+    `pacx.data.ecg_io.read_wfdb_ecg` (12 standard leads by name, 500 Hz, 10 s), the lab rows turned into percentiles by
+    an
     empirical CDF fitted on the training split's rows only, then both encoded as `symile_targets` does. A lab id may
     occur once per split: one row per admission, as in Symile-MIMIC (two rows of one admission would be each other's
     InfoNCE negatives)."""
@@ -182,9 +185,11 @@ def triplet_targets(csv: Path, rows: np.ndarray, split: str, ecg_paths: list[Pat
             raise DataError(f"{csv}: line {rows[k] + 2}, column '{lab_id_column}': expected one row per admission in "
                             f"split {split!r}, found {lab_id!r} again (first on line {rows[first[lab_id]] + 2})")
         first[lab_id] = k
+    # Every record's files (size, mtime) are in the key: a rewritten record must not be answered from the cache.
+    records = [data_fingerprint(f) for p in ecg_paths for f in wfdb_files(p)] if with_ecg else []
     key = cache_key(ecg=file_digest(ecg_weights) if with_ecg else "off", dae=file_digest(labs_dae), notch=notch_hz,
                     zero=zero_missing, csv=data_fingerprint(csv), labs=data_fingerprint(labs_table),
-                    rows=rows.tolist())
+                    rows=rows.tolist(), records=records)
 
     def compute():
         log(f"targets: reading {len(ecg_paths)} {split} ECG records and lab rows -> cache {cache_dir}")

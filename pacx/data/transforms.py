@@ -98,7 +98,8 @@ def distill_train(img: torch.Tensor, g: torch.Generator, size: int = 224) -> tor
     if _uniform(g, 0, 1) < 0.6:
         max_shift = 0.1 * size
         img = TF.affine(img, angle=_uniform(g, -10, 10),
-                        translate=[round(_uniform(g, -max_shift, max_shift)), round(_uniform(g, -max_shift, max_shift))],
+                        translate=[round(_uniform(g, -max_shift, max_shift)),
+                                   round(_uniform(g, -max_shift, max_shift))],
                         scale=_uniform(g, 0.9, 1.1), shear=[0.0, 0.0])
     if _uniform(g, 0, 1) < 0.3:
         img = TF.adjust_brightness(img, _uniform(g, 0.8, 1.2))

@@ -4,7 +4,8 @@ best validation AUROC, and the run files that make a fine-tuning run survive a k
 Implements METHOD.md "Stage 3" (Classification) after the reference PaCX-MAE (Lyce24/PACX-MAE `Modules/cl_lit.py`,
 `Stage3_CL.py`); the loss, optimizer groups, schedule and data path are those of `pacx.eval.probe`.
 - full fine-tune: head lr 3e-4, backbone lr 0.1 x head lr, 40 epochs, no decay on biases / 1-D tensors / norms.
-- LoRA fine-tune (not in the reference's Stage 3): adapters r 8 / alpha 16 / dropout 0.1 on qkv, fc1, fc2 (pacx.models.lora)
+- LoRA fine-tune (not in the reference's Stage 3): adapters r 8 / alpha 16 / dropout 0.1 on qkv, fc1, fc2
+  (pacx.models.lora)
   plus the final LayerNorm train at the backbone lr; the rest of the backbone stays frozen.
 
 Crash safety (one file per run, `run_file`: out_dir/finetune/<backbone>_<fraction>.pt, written atomically by
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from pacx import rundir
 from pacx.checkpoint import load, rng_state, save_atomic, set_rng_state
 from pacx.errors import PacxError
 from pacx.loader import check_batch
@@ -96,23 +98,22 @@ def run_file(out_dir, backbone: str, fraction: float) -> Path:
     return Path(out_dir) / RUNS / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', backbone)}_{fraction:g}.pt"
 
 
+def previous_evaluation(out: Path) -> list[Path]:
+    """The files an earlier evaluate.py left in `out`: results, fine-tuning run files (also interrupted *.pt.tmp)
+    and rollout figures."""
+    found = [out / name for name in RESULTS if (out / name).exists()]
+    found += sorted((out / RUNS).glob("*.pt*")) if (out / RUNS).is_dir() else []
+    return found + (sorted((out / "rollout").glob("[0-9][0-9][0-9].png")) if (out / "rollout").is_dir() else [])
+
+
 def prepare_eval_dir(out_dir, resume: bool, overwrite: bool) -> Path:
-    """Create evaluate.py's folder. One that holds a previous evaluation (results.json / results.md or fine-tuning
-    run files) is refused unless --resume (continue: finished runs are reused, unfinished ones go on) or --overwrite
-    (start again: the run files are removed now, results.json / results.md replaced at the end). Nothing else in the
-    folder is ever touched."""
+    """Take evaluate.py's folder (`pacx.rundir`: its lock, then the refusal rules). One that holds a previous
+    evaluation is refused unless --resume (continue: finished runs are reused, unfinished ones go on) or --overwrite
+    (start again: the previous files are removed once the inputs are read, `pacx.rundir.clear`). Reads only."""
     out = Path(out_dir)
-    if resume and overwrite:
-        raise PacxError("--resume and --overwrite contradict each other: pass one of them")
-    runs = sorted((out / RUNS).glob("*.pt*")) if (out / RUNS).is_dir() else []  # *.pt and interrupted *.pt.tmp
-    previous = [out / name for name in RESULTS if (out / name).exists()] + runs
-    if previous and not (resume or overwrite):
-        raise PacxError(f"{out}: holds a previous evaluation ({previous[0].relative_to(out)}); pass --resume to "
-                        f"continue it or --overwrite to replace it")
-    if overwrite:
-        for p in runs:
-            p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    rundir.lock(out)
+    previous = previous_evaluation(out)
+    rundir.check(out, previous, resume, overwrite, out if previous else None, what="evaluation")
     return out
 
 

@@ -51,6 +51,7 @@ class PaCX(nn.Module):
 
 
 def export_checkpoint(model: PaCX) -> dict:
-    """{'model': plain ViT state dict, 'config': {'kind': 'vit', ...}}: loads strictly into `pacx.models.vit` (and timm)."""
+    """{'model': plain ViT state dict, 'config': {'kind': 'vit', ...}}: loads strictly into `pacx.models.vit` (and
+    timm)."""
     enc = model.export_encoder()
     return {"model": enc.state_dict(), "config": {"kind": "vit", **asdict(enc.cfg)}}

@@ -6,7 +6,8 @@ frozen-encoder targets -> Stage 2 -> Stage 3 (random init vs MAE vs PaCX) -> fig
 
 Each step is the command line a user would type for their own data (printed before it runs), so this file is also
 the worked example of the README. Everything lands in --out_dir: world/, mae/, labs/, distill/, eval_*/ (results.json,
-results.md), figures/ and summary.md. What the synthetic world is and is not evidence of: see `pacx.world.physiology` and
+results.md), figures/ and summary.md. What the synthetic world is and is not evidence of: see
+`pacx.world.physiology` and
 the README.
 """
 import subprocess

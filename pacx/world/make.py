@@ -5,6 +5,7 @@
 """
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from pacx.config import opt, parse_config
 from pacx.errors import PacxError, exit_on_error
@@ -20,6 +21,7 @@ class Config:
     image_size: int = opt(64, "image side in pixels")
     seed: int = opt(0, "the world's seed: same seed, same bytes")
     formats: tuple[str, ...] = opt(DEFAULT_FORMATS, f"comma-separated subset of {','.join(FORMATS)}")
+    overwrite: bool = opt(False, "write into a folder that already holds files (those of the same name are replaced)")
 
 
 @exit_on_error
@@ -28,6 +30,11 @@ def main(argv=None):
     unknown = sorted(set(cfg.formats) - set(FORMATS))
     if unknown:
         raise PacxError(f"--formats: unknown {unknown}; expected a subset of {list(FORMATS)}")
+    out = Path(cfg.out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
+        found = out if not out.is_dir() else sorted(out.iterdir())[0]
+        raise PacxError(f"{out}: not an empty folder (holds {found.name}); choose another --out_dir or pass "
+                        f"--overwrite to write the world over it")
     t0 = time.perf_counter()
     out = write_world(cfg.out_dir, cfg.n_train, cfg.n_val, cfg.n_test, cfg.seed, cfg.image_size, cfg.formats)
     print(f"world of {cfg.n_train}/{cfg.n_val}/{cfg.n_test} patients written to {out} "
