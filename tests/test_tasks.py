@@ -4,14 +4,18 @@ Every test writes the release's real file names, folders and CSV headers with a 
 checks the table the adapter yields against that layout: the images, their labels (written by the test), the class
 order, and the splits. Where the original re-splits a release, the expected split is computed here the way the
 original's notebook does it (its `train_test_split` calls on its own table, written out in the test), and where the
-release has an official split, from the folders the test wrote.
+release has an official split, from the folders the test wrote. Two runs of `evaluate.main([... "--task", ...])`
+(TB: binary classification; QATA: segmentation) show the hand-off end to end.
 """
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 from sklearn.model_selection import train_test_split
 
+import evaluate
 from pacx.data.datasets import ImageCSV
 from pacx.data.task_layouts import MEDMOD_MORTALITY, MEDMOD_PHENOTYPES, NIH_ORDER, VINDR_LABELS
 from pacx.data.tables import DatasetFormatError
@@ -381,3 +385,64 @@ def test_qata_release_test_set_and_val_from_train(tmp_path):
         assert list(zip(got["img_path"], got["mask_path"])) == list(zip(df["img_path"], df["mask_path"])), split
     assert (len(train), len(val), len(test)) == (8, 1, 3)
 
+
+# ---- evaluate.py ----
+
+COMMON = ["--model", "tiny", "--img_size", "32", "--device", "cpu", "--workers", "0", "--probe_epochs", "1",
+          "--bootstrap", "10", "--fractions", "1.0", "--batch_size", "8"]
+
+
+def test_evaluate_runs_tb_by_name(tmp_path):
+    root = tmp_path / "shenzhen"
+    rows = []
+    for i in range(20):
+        label = i % 2
+        study = f"CHNCXR_{i + 1:04d}_{label}.png"
+        image(root / "images" / "images" / study, 40 + 160 * label, size=32)
+        rows.append((study, "Female", "30yrs", "normal" if label == 0 else "PTB"))
+    pd.DataFrame(rows, columns=["study_id", "sex", "age", "findings"]).to_csv(root / "shenzhen_metadata.csv",
+                                                                                index=False)
+    out = tmp_path / "run"
+    evaluate.main(["--backbones", "random=", "--task", "tb", "--data_root", str(root), "--out_dir", str(out), *COMMON])
+    res = json.loads((out / "results.json").read_text())
+    written = pd.read_csv(out / "task_TB.csv")
+    assert list(written["split"].value_counts()[["train", "val", "test"]]) == [13, 3, 4]  # 20 -> 4 test -> 3 val
+    fraction = res["classification"]["fractions"]["1"]
+    assert fraction["n_train"] == 13
+    assert res["config"]["task"] == "tb" and res["config"]["label_columns"] == ["TB"]
+    assert {k: res["classification"][k] for k in ("task", "task_type", "labels")} == {
+        "task": "TB", "task_type": "binary", "labels": ["TB"]}
+    assert "## Classification: TB (binary, probe)" in (out / "results.md").read_text()
+
+
+def test_evaluate_runs_qata_segmentation_by_name(tmp_path):
+    root = tmp_path / "QaTa-COV19-v2"
+    write_qata(root, n_train=9, n_test=3, size=32)
+    out = tmp_path / "seg"
+    evaluate.main(["--backbones", "random=", "--task", "QATA", "--data_root", str(root), "--seg_epochs", "1",
+                   "--seg_batch_size", "4", "--out_dir", str(out), *COMMON])
+    res = json.loads((out / "results.json").read_text())
+    assert res["segmentation"]["n_test"] == 3 and res["config"]["seg_name"] == "QATA"
+    assert 0 <= res["segmentation"]["backbones"]["random"]["test"]["dice"]["value"] <= 1
+    assert "classification" not in res
+
+
+def test_help_lists_every_task_and_bad_combinations_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
+    assert all(name in text for name in BENCHMARKS) and len(BENCHMARKS) == 14
+    for args, message in (
+            (["--task", "TB", "--data_root", str(tmp_path), "--task_csv", "a.csv"], "leave out --task_csv"),
+            (["--task", "TB", "--data_root", str(tmp_path), "--label_columns", "x"], "leave out --task_csv"),
+            (["--task", "TB"], "--task NAME and --data_root DIR go together"),
+            (["--task", "MNIST", "--data_root", str(tmp_path)], "--task: expected one of COVID, PNE, TB"),
+            (["--task", "TB", "--data_root", str(tmp_path / "missing")], "missing: no such folder"),
+            (["--task", "TB", "--data_root", str(tmp_path)],
+             "shenzhen_metadata.csv: no such file (--task TB reads the layout of https://www.kaggle.com")):
+        with pytest.raises(SystemExit) as e:
+            evaluate.main([*args, "--out_dir", str(tmp_path / "out"), *COMMON])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
