@@ -14,13 +14,14 @@ segmentation decoder on frozen patch tokens (Dice, IoU); ridge alignment probe t
         --mode finetune --fractions 1.0
     python evaluate.py --backbones ... --seg_csv lungs.csv                    # img_path, mask_path, split columns
     python evaluate.py --backbones ... --task_csv symile.csv --align_features targets.npz --rollout 8
+    python evaluate.py --backbones ... --task TB --data_root shenzhen/   # a paper benchmark by name (TASKS_README)
 
 A CSV argument is one file with a split column (train / val / test) or three comma-separated files train,val,test.
 Writes out_dir/results.json (every number with its interval) and out_dir/results.md (paper-style tables). Fine-tuning
 runs checkpoint themselves in out_dir/finetune/ (pacx.eval.finetune): after a crash, --resume continues bit-identically.
 """
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import torch
 from pacx import rundir
 from pacx.config import opt, parse_config
 from pacx.data.datasets import ImageCSV, SegmentationCSV
+from pacx.data.tasks import BENCHMARKS, benchmark, resolve
 from pacx.dist import AMP_HELP, init_runtime
 from pacx.errors import PacxError, exit_on_error
 from pacx.eval import report
@@ -46,9 +48,9 @@ from pacx.models.vit import VisionTransformer
 from pacx.weights import load_vit, vit_config
 
 # What a fine-tuning run's file must have been written with to be resumed (with the backbone and label fraction).
-RUN_OPTIONS = ("model", "img_size", "task_csv", "image_column", "image_root", "label_columns", "task_type", "classes",
-               "split_column", "mode", "finetune_epochs", "finetune_lr", "backbone_lr_scale", "weight_decay",
-               "batch_size", "amp", "seed")
+RUN_OPTIONS = ("model", "img_size", "task", "data_root", "task_csv", "image_column", "image_root", "label_columns",
+               "task_type", "classes", "split_column", "mode", "finetune_epochs", "finetune_lr", "backbone_lr_scale",
+               "weight_decay", "batch_size", "amp", "seed")
 
 
 @dataclass
@@ -58,6 +60,9 @@ class Config:
     reference: str = opt("", "backbone the others are compared to by paired bootstrap (default: the first)")
     model: str = opt("base", "ViT preset for random init and checkpoints without a config: base | small | tiny")
     img_size: int = opt(0, "input size for every backbone (0: each backbone's own, 224 for base)")
+    task: str = opt("", f"a paper benchmark by name, read from --data_root: {', '.join(BENCHMARKS)} (sets the "
+                        f"images, splits, task type, labels and classes; instead of --task_csv / --seg_csv)")
+    data_root: str = opt("", "--task: the folder its public release unpacks to (pacx/data/tasks.py names each)")
     task_csv: tuple[str, ...] = opt((), "classification images: one CSV with --split_column, or train.csv,val.csv,"
                                         "test.csv")
     task_name: str = opt("", "data set name in the tables (default: the CSV file name)")
@@ -112,10 +117,18 @@ def check(cfg: Config) -> None:
     if cfg.mode not in ("probe", "finetune", "lora"):
         raise PacxError(f"--mode: expected probe, finetune or lora, got {cfg.mode!r}")
     vit_config(cfg.model)  # an unknown preset is refused before any work
-    if not (cfg.task_csv or cfg.seg_csv):
-        raise PacxError("nothing to evaluate: give --task_csv and/or --seg_csv (see --help)")
-    if cfg.align_features and not cfg.task_csv:
-        raise PacxError("--align_features needs --task_csv (the images whose rows the targets follow)")
+    task_kind = benchmark(cfg.task).task_type if cfg.task else None  # an unknown name is refused before any work
+    if task_kind and (cfg.task_csv or cfg.seg_csv or cfg.label_columns or cfg.classes or
+                      cfg.task_type != Config.task_type):
+        raise PacxError(f"--task {cfg.task} sets the images, splits, task type, labels and classes itself: leave out "
+                        f"--task_csv, --seg_csv, --label_columns, --classes and --task_type")
+    if bool(cfg.task) != bool(cfg.data_root):
+        raise PacxError("--task NAME and --data_root DIR go together (the benchmark and where its release lies)")
+    if not (cfg.task_csv or cfg.seg_csv or cfg.task):
+        raise PacxError("nothing to evaluate: give --task and --data_root, or --task_csv and/or --seg_csv (see --help)")
+    if cfg.align_features and not (cfg.task_csv or task_kind not in (None, "segmentation")):
+        raise PacxError("--align_features needs --task_csv or a classification --task (the images whose rows the "
+                        "targets follow)")
     if any(not 0 < f <= 1 for f in cfg.fractions):
         raise PacxError(f"--fractions: expected values in (0, 1], got {cfg.fractions}")
     if min(cfg.probe_epochs, cfg.finetune_epochs) < 1 or cfg.ckpt_every < 0:
@@ -322,6 +335,8 @@ def main(argv=None):
     check(cfg)
     rt = init_runtime(cfg.device, cfg.seed, cfg.amp)
     out = prepare_eval_dir(cfg.out_dir, cfg.resume, cfg.overwrite)
+    if cfg.task:  # the benchmark's split table, written into out_dir, read as a --task_csv / --seg_csv would be
+        cfg = replace(cfg, **resolve(cfg.task, cfg.data_root, out))
     backbones, ref = parse_backbones(cfg.backbones, cfg.reference)
 
     task = load_task(cfg, rt.print0) if cfg.task_csv else None

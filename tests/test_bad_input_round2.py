@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from bad_inputs import (
-    EVAL, LABS, MAE, SYMILE, TASK, TRIPLETS, Case, copy, edit_csv, edit_npy, make_world, pngs, previous_run,
-    run_script, set_cell, set_value, snapshot, symile, task, triplets, write,
+    LABS, MAE, SYMILE, TASK, TRIPLETS, Case, copy, edit_csv, edit_npy, make_world, pngs, previous_run,
+    run_script, set_cell, snapshot, symile, task, triplets, write,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM")
@@ -80,7 +80,8 @@ CASES = [
     Case("evaluate --overwrite with a typo in the label column", "evaluate",
          lambda t, w: (task(t, w), previous_run(t / "out", "results.json", "results.md", "finetune/a_1.pt",
                                                 "rollout/000.png")),
-         [*TASK, "--overwrite", "--label_columns", "fluid_overlaod"], "{t}/images.csv: missing column 'fluid_overlaod'"),
+         [*TASK, "--overwrite", "--label_columns", "fluid_overlaod"],
+         "{t}/images.csv: missing column 'fluid_overlaod'"),
     Case("make_world into a folder holding the user's files", "pacx.world.make",
          lambda t, w: write(t / "mine" / "images.csv", "path,label\nmy.png,1\n"),
          ["--out_dir", "{t}/mine", "--n_train", "4", "--n_val", "2", "--n_test", "2", "--image_size", "32"],

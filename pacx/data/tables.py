@@ -16,14 +16,16 @@ class DatasetFormatError(DataError):
     """A data set file that does not have the expected layout; the message names file, line and column."""
 
 
-def read_table(path: str | Path, columns=()) -> pd.DataFrame:
-    """A CSV as strings (blank cells are ""), with `columns` required; errors name the file."""
+def read_table(path: str | Path, columns=(), sep: str = ",", names=None) -> pd.DataFrame:
+    """A CSV as strings (blank cells are ""), with `columns` required; errors name the file. `names`: the column
+    names of a file without a header line (its data then start on line 1), `sep`: another field separator."""
     path = Path(path)
     if not path.is_file():
         raise DatasetFormatError(f"{path}: no such file")
     try:
         # utf-8-sig: spreadsheet exports often start with a byte-order mark that would rename the first column
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig",
+                         sep=sep, header=None if names else "infer", names=names)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DatasetFormatError(f"{path}: not a readable CSV table ({type(err).__name__}: {err})") from err
     df = df.fillna("")  # rows shorter than the header give NaN even with keep_default_na=False
