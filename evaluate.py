@@ -36,7 +36,8 @@ from pacx.dist import AMP_HELP, init_runtime
 from pacx.errors import PacxError, exit_on_error
 from pacx.eval import report
 from pacx.eval.alignment import alignment_probe
-from pacx.eval.finetune import finetune_run, prepare_eval_dir, prepare_finetune, previous_evaluation, run_file
+from pacx.eval.finetune import (Classifier, finetune_run, prepare_eval_dir, prepare_finetune, previous_evaluation,
+                                run_file)
 from pacx.eval.lowlabel import subsample_indices
 from pacx.eval.metrics import TASKS
 from pacx.eval.probe import (ProbeConfig, extract_features, image_label_sample, num_outputs, row_loader, standardize,
@@ -45,12 +46,12 @@ from pacx.eval.rollout import rollout_input, rollout_map, save_rollout_figures
 from pacx.eval.segmentation import SegConfig, evaluate_segmentation, seg_item, train_segmentation
 from pacx.eval.splits import SPLITS, Part, load_targets, read_splits
 from pacx.models.vit import VisionTransformer
-from pacx.weights import load_vit, vit_config
+from pacx.weights import load_backbone, vit_config
 
 # What a fine-tuning run's file must have been written with to be resumed (with the backbone and label fraction).
 RUN_OPTIONS = ("model", "img_size", "task", "data_root", "task_csv", "image_column", "image_root", "label_columns",
                "task_type", "classes", "split_column", "mode", "finetune_epochs", "finetune_lr", "backbone_lr_scale",
-               "weight_decay", "batch_size", "amp", "seed")
+               "stage2_finetune", "norm_eps", "weight_decay", "batch_size", "amp", "seed")
 
 
 @dataclass
@@ -60,6 +61,8 @@ class Config:
     reference: str = opt("", "backbone the others are compared to by paired bootstrap (default: the first)")
     model: str = opt("base", "ViT preset for random init and checkpoints without a config: base | small | tiny")
     img_size: int = opt(0, "input size for every backbone (0: each backbone's own, 224 for base)")
+    norm_eps: float = opt(0.0, "LayerNorm eps of every backbone (0: the checkpoint's own; an original Stage-2 file, "
+                               "which records none, is read with 1e-5 as the original evaluates it)")
     task: str = opt("", f"a paper benchmark by name, read from --data_root: {', '.join(BENCHMARKS)} (sets the "
                         f"images, splits, task type, labels and classes; instead of --task_csv / --seg_csv)")
     data_root: str = opt("", "--task: the folder its public release unpacks to (pacx/data/tasks.py names each)")
@@ -80,6 +83,8 @@ class Config:
     finetune_epochs: int = opt(40, "finetune / lora epochs")
     finetune_lr: float = opt(3e-4, "finetune / lora head learning rate")
     backbone_lr_scale: float = opt(0.1, "finetune / lora: backbone lr = this x head lr")
+    stage2_finetune: str = opt("head", "finetune of a Stage-2 (PaCX) backbone: head (the original's behaviour: its "
+                                       "base weights stay frozen, a quirk) | full (trained like every other backbone)")
     weight_decay: float = opt(0.01, "AdamW weight decay (none on biases and norms)")
     batch_size: int = opt(512, "classification batch size (also for feature extraction)")
     probe_flip: bool = opt(True, "probe: train on mirrored images half of the time, as the reference")
@@ -89,9 +94,12 @@ class Config:
     seg_name: str = opt("", "segmentation data set name in the tables (default: the CSV file name)")
     seg_epochs: int = opt(50, "segmentation decoder epochs")
     seg_warmup_epochs: float = opt(5.0, "segmentation warmup epochs")
+    seg_patience: int = opt(0, "stop the decoder after this many epochs without a better validation Dice (0: train "
+                               "every --seg_epochs, the reference)")
     seg_lr: float = opt(1e-4, "segmentation AdamW learning rate")
     seg_weight_decay: float = opt(1e-4, "segmentation AdamW weight decay")
-    seg_batch_size: int = opt(32, "segmentation batch size")
+    seg_batch_size: int = opt(256, "segmentation batch size (the original's 256; it also sets the batches of the "
+                                   "original's batch-pooled test Dice, reported beside the per-image one)")
     align_features: str = opt("", ".npz with 'ecg' (N, 1024) and/or 'labs' (N, 256) targets, one row per task CSV "
                                   "row (three CSVs: train, val, test rows in order), or matched by a 'path' array "
                                   "of image-column values")
@@ -102,7 +110,8 @@ class Config:
     workers: int = opt(4, "data-loading processes")
     device: str = opt("auto", "auto | cpu | cuda")
     amp: str = opt("auto", AMP_HELP)
-    seed: int = opt(0, "seed for random backbones, subsets, heads, batch order and bootstrap resamples")
+    seed: int = opt(42, "seed for random backbones, subsets, heads, batch order and bootstrap resamples (the "
+                        "original's Stage-3 seed)")
     out_dir: str = opt("runs/eval", "folder for results.json, results.md, rollout/ and finetune/ (run checkpoints)")
     resume: bool = opt(False, "continue the evaluation in out_dir: finished fine-tuning runs are reused, an "
                               "interrupted one goes on from its checkpoint, the rest is recomputed")
@@ -116,6 +125,8 @@ def check(cfg: Config) -> None:
         raise PacxError(f"--task_type: expected one of {TASKS}, got {cfg.task_type!r}")
     if cfg.mode not in ("probe", "finetune", "lora"):
         raise PacxError(f"--mode: expected probe, finetune or lora, got {cfg.mode!r}")
+    if cfg.stage2_finetune not in ("head", "full"):
+        raise PacxError(f"--stage2_finetune: expected head or full, got {cfg.stage2_finetune!r}")
     vit_config(cfg.model)  # an unknown preset is refused before any work
     task_kind = benchmark(cfg.task).task_type if cfg.task else None  # an unknown name is refused before any work
     if task_kind and (cfg.task_csv or cfg.seg_csv or cfg.label_columns or cfg.classes or
@@ -153,9 +164,16 @@ def parse_backbones(specs: tuple[str, ...], reference: str) -> tuple[list[tuple[
     return out, ref
 
 
-def build_backbone(path: str, cfg: Config) -> VisionTransformer:
+def build_backbone(path: str, cfg: Config) -> tuple[VisionTransformer, bool]:
+    """The backbone at `path` (a random init of --model when empty) and whether it is a Stage-2 (PaCX) encoder."""
     torch.manual_seed(cfg.seed)  # a random backbone is the same in every run
-    return load_vit(path, cfg.model, cfg.img_size)
+    model, ckpt = load_backbone(path, cfg.model, cfg.img_size, cfg.norm_eps or None)
+    return model, ckpt is not None and ckpt.stage2
+
+
+def finetune_model(path: str, n_out: int, cfg: Config) -> Classifier:
+    backbone, stage2 = build_backbone(path, cfg)
+    return prepare_finetune(backbone, n_out, cfg.mode, cfg.seed, head_only=stage2 and cfg.stage2_finetune == "head")
 
 
 def probe_config(cfg: Config) -> ProbeConfig:
@@ -231,7 +249,7 @@ def finetune(name: str, path: str, size: int, frac: float, task: dict[str, Part]
     run = dict(backbone=name, checkpoint=path, fraction=frac, **{k: getattr(cfg, k) for k in RUN_OPTIONS})
     return finetune_run(
         run_file(out, name, frac), run, cfg.resume,
-        make_model=lambda: prepare_finetune(build_backbone(path, cfg), n_out, cfg.mode, cfg.seed),
+        make_model=lambda: finetune_model(path, n_out, cfg),
         train_loader=lambda epoch, start: loader(train, train_fn, cfg.batch_size, cfg, rt, True, epoch, start),
         val_loader=loader(task["val"], eval_fn, cfg.batch_size, cfg, rt),
         test_loader=loader(task["test"], eval_fn, cfg.batch_size, cfg, rt), y_val=task["val"].y,
@@ -242,24 +260,26 @@ def finetune(name: str, path: str, size: int, frac: float, task: dict[str, Part]
 def segment(name: str, backbone: VisionTransformer, seg: dict[str, Part], cfg: Config, rt) -> dict:
     """Train the decoder on the frozen backbone; per-image test Dice / IoU of the best validation epoch."""
     seg_cfg = SegConfig(epochs=cfg.seg_epochs, warmup_epochs=cfg.seg_warmup_epochs, lr=cfg.seg_lr,
-                        weight_decay=cfg.seg_weight_decay, batch_size=cfg.seg_batch_size, log_every=cfg.log_every)
+                        weight_decay=cfg.seg_weight_decay, batch_size=cfg.seg_batch_size, patience=cfg.seg_patience,
+                        log_every=cfg.log_every)
     size = backbone.cfg.img_size
     train_fn, eval_fn = partial(seg_item, size=size, train=True), partial(seg_item, size=size)
     decoder, info = train_segmentation(
         backbone, lambda epoch: loader(seg["train"], train_fn, seg_cfg.batch_size, cfg, rt, True, epoch),
         loader(seg["val"], eval_fn, seg_cfg.batch_size, cfg, rt), seg_cfg, rt.device, rt.autocast, cfg.seed,
         lambda line: rt.print0(f"segmentation {name}: {line}"))
-    dice, iou = evaluate_segmentation(backbone, decoder, loader(seg["test"], eval_fn, seg_cfg.batch_size, cfg, rt),
-                                      rt.device, rt.autocast)
+    dice, iou, pooled = evaluate_segmentation(backbone, decoder, loader(seg["test"], eval_fn, seg_cfg.batch_size,
+                                                                        cfg, rt), rt.device, rt.autocast)
     rt.print0(f"segmentation {name}: best epoch {info['best_epoch']}, test Dice {dice.mean():.4f} IoU "
               f"{iou.mean():.4f}")
-    return {"dice": dice, "iou": iou, "best_epoch": info["best_epoch"], "best_val_dice": info["best_val_dice"]}
+    return {"dice": dice, "iou": iou, "batch_pooled": pooled, "best_epoch": info["best_epoch"],
+            "best_val_dice": info["best_val_dice"]}
 
 
 def evaluate_backbone(name: str, path: str, task, seg, targets, subsets: dict, cfg: Config, rt, out: Path) -> dict:
     """Everything measured on one backbone: classification at each label fraction, alignment, segmentation and the
     rollout maps (the report turns them into intervals and differences)."""
-    backbone = build_backbone(path, cfg).to(rt.device)
+    backbone = build_backbone(path, cfg)[0].to(rt.device)
     params = sum(p.numel() for p in backbone.parameters())
     result = {"info": {"path": path or "random init", "config": asdict(backbone.cfg), "parameters": params},
               "classification": {}, "alignment": {}}

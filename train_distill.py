@@ -11,8 +11,11 @@ every trainable parameter; 5 warmup epochs then cosine with floor 0.01, stepped 
         --ecg_weights 12_lead_ECGFounder.pth
     torchrun --nproc_per_node=4 train_distill.py --data data_npy --init mae_pretrain_vit_base.pth ...
 
-Writes out_dir/last.pt (resumable state), out_dir/encoder.pt (the merged plain ViT), metrics.jsonl, config.json.
+Writes out_dir/last.pt (resumable state), out_dir/encoder.pt (the merged plain ViT of the epoch with the best
+validation loss, as the original exports; of the last step without --val_split), encoder_last.pt (the last epoch's),
+metrics.jsonl, config.json.
 """
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,8 +189,9 @@ def main(argv=None):
     model.to(rt.device)
     optimizer = make_adamw(param_groups(model, cfg.weight_decay, cfg.decay_all), cfg.lr)
 
-    def export():
-        ckpt.save_atomic(export_checkpoint(model), out / "encoder.pt")
+    def export():  # with every checkpoint: the merged encoder of the last step (of the best epoch: see below)
+        ckpt.save_atomic(export_checkpoint(model), out / ("encoder_last.pt" if val_loader is not None else
+                                                          "encoder.pt"))
 
     run = Run(cfg, rt, model, optimizer, sampler, model.config_dict(), resume_from, on_save=export, show=("total",))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -208,8 +212,15 @@ def main(argv=None):
             val = validate(model, val_loader, rt)
             rt.print0("validation | " + " | ".join(f"{k} {v:.4g}" for k, v in val.items()))
             run.log.write(step=run.step, epoch=epoch, **val)
+            # The original exports the checkpoint of the best validation total loss (Lightning ModelCheckpoint).
+            if val["val_loss"] < run.counters.get("best_val_loss", math.inf):
+                run.counters.update(best_val_loss=val["val_loss"], best_epoch=epoch)
+                if rt.is_main:
+                    ckpt.save_atomic(export_checkpoint(model), out / "encoder.pt")
+                rt.print0(f"encoder.pt: the merged encoder of epoch {epoch}, the best validation loss so far")
         run.save()
-    rt.print0(f"done: {out / ckpt.LAST}, merged encoder {out / 'encoder.pt'}")
+    rt.print0(f"done: {out / ckpt.LAST}, merged encoder {out / 'encoder.pt'}" +
+              (f" (epoch {run.counters['best_epoch']}; the last epoch's: encoder_last.pt)" if val_loader else ""))
     shutdown(rt)
 
 

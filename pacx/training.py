@@ -67,7 +67,7 @@ class TrainConfig:
 
 # What a training run writes in --out_dir; --overwrite removes these (and only these) of the replaced run.
 RUN_FILES = (ckpt.LAST, f"{ckpt.LAST}.tmp", "metrics.jsonl", "config.json", "encoder.pt", "encoder.pt.tmp",
-             "lab_percentiles.json")
+             "encoder_last.pt", "encoder_last.pt.tmp", "lab_percentiles.json")
 
 
 def check_options(cfg: TrainConfig) -> None:
@@ -200,7 +200,7 @@ class Run:
             rt.print0(self.progress.line(self.step, epoch=self.epoch, **shown, lr=lr))
             self.log.write(step=self.step, epoch=self.epoch, **means, lr=lr,
                            img_per_s=self.progress.images_per_second(),
-                           **(self.counters if cfg.skip_nonfinite else {}))
+                           **({"skipped": self.counters["skipped"]} if cfg.skip_nonfinite else {}))
         if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
             self.save()
 

@@ -13,7 +13,8 @@ Layouts (METHOD.md "Checkpoints"):
 - original PaCX-MAE Lightning Stage 1: {'state_dict': {'model.<MAE key>': ...}};
 - original PaCX-MAE Lightning Stage 2: {'state_dict': {'cxr_encoder.base_model.model.<ViT key>': ...}} with peft LoRA
   layers, and pacx's own Stage-2 `last.pt` ('encoder.<ViT key>' with `pacx.models.lora` layers): the adapters are
-  merged, W + alpha / r * B @ A, with the alpha and r the pacx file records, or the original's r 8 / alpha 16;
+  merged, W + alpha / r * B @ A, with the alpha and r the pacx file records, or the original's r 8 / alpha 16; the
+  original's last_n_blocks ablation: {'state_dict': {'cxr_encoder.<ViT key>': ...}} (no adapters);
 - a lab DAE: pacx's {'model', 'config': {'kind': 'lab_dae', ...}} or the original Lightning {'state_dict':
   {'model.encoder.0.weight', ...}} (sizes from the weight shapes);
 - ECGFounder's `12_lead_ECGFounder.pth`: {'state_dict': Net1D keys + `dense.*`} (the head is dropped).
@@ -30,10 +31,13 @@ from pacx.models.ecg import ECGEncoder, Net1DConfig
 from pacx.models.labs_dae import LabDAE, LabDAEConfig
 from pacx.models.lora import ORIGINAL_ENCODER_PREFIX, from_original_pacx_stage2
 from pacx.models.mae import DECODER_PREFIXES, MAE_PRESETS, MAEConfig, MaskedAutoencoder
+from pacx.models.pacx_model import EXPORT_ORIGIN
+from pacx.models.pos_embed import sincos_2d
 from pacx.models.vit import PRESETS, ViTConfig, VisionTransformer, resize_pos_embed
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 ORIGINAL_LORA_SCALING = 16 / 8  # alpha / r of the original Stage 2 (`Stage2_PACX.py`: r 8, alpha 16)
+ORIGINAL_STAGE2_EPS = 1e-5  # the LayerNorm eps the original evaluates its (config-less) Stage-2 checkpoints with
 
 
 def vit_config(preset: str, img_size: int = 0) -> ViTConfig:
@@ -66,6 +70,7 @@ class Checkpoint:
     source: str
     state: dict  # tensors under pacx key names: wrapper prefixes removed, Lightning's stripped, adapters merged
     config: dict | None  # the model config a pacx file carries ({'kind': ...}); None for foreign files
+    stage2: bool = False  # a Stage-2 (distilled) encoder: original Lightning, pacx last.pt or pacx encoder.pt
 
     def vit_config(self) -> ViTConfig | None:
         """The encoder config of a pacx MAE / ViT / Stage-2 file (None for foreign files: the caller picks a
@@ -115,14 +120,18 @@ def read_checkpoint(path) -> Checkpoint:
         out[k] = v
     if any(k.startswith("model.") for k in out) and not any(k.startswith("blocks.") for k in out):
         out = {k.removeprefix("model."): v for k, v in out.items() if k.startswith("model.")}  # Lightning
-    scaling = ORIGINAL_LORA_SCALING
+    scaling, stage2 = ORIGINAL_LORA_SCALING, obj.get("origin") == EXPORT_ORIGIN
     if any(k.startswith(ORIGINAL_ENCODER_PREFIX) for k in out):
-        out = from_original_pacx_stage2(out)
+        out, stage2 = from_original_pacx_stage2(out), True
+    elif any(k.startswith("cxr_encoder.blocks.") for k in out):  # the original's last_n_blocks ablation: no peft
+        out = {k.removeprefix("cxr_encoder."): v for k, v in out.items() if k.startswith("cxr_encoder.")}
+        stage2 = True
     elif any(k.startswith("encoder.blocks.") for k in out):  # a pacx Stage-2 training checkpoint
         out = {k.removeprefix("encoder."): v for k, v in out.items() if k.startswith("encoder.")}
+        stage2 = True
         if config is not None and config.get("kind") == "pacx":
             scaling = config["lora_alpha"] / config["lora_r"]
-    return Checkpoint(str(path), merge_lora_keys(out, scaling), config)
+    return Checkpoint(str(path), merge_lora_keys(out, scaling), config, stage2)
 
 
 def merge_lora_keys(state: dict, scaling: float) -> dict:
@@ -170,16 +179,39 @@ def load_encoder_weights(model: VisionTransformer, ckpt: Checkpoint) -> None:
 
 def load_vit(path: str, preset: str = "base", img_size: int = 0, norm_eps: float | None = None) -> VisionTransformer:
     """A plain ViT: the encoder of the checkpoint at `path` (any layout above), or a random init of `preset` when
-    `path` is empty. The architecture is the file's own when it carries one, else `preset`'s; `img_size` (when
-    non-zero) and `norm_eps` (when given) override it."""
+    `path` is empty. See `load_backbone`."""
+    return load_backbone(path, preset, img_size, norm_eps)[0]
+
+
+def load_backbone(path: str, preset: str = "base", img_size: int = 0,
+                  norm_eps: float | None = None) -> tuple[VisionTransformer, Checkpoint | None]:
+    """`load_vit` with the checkpoint it read (None for a random init). The architecture is the file's own when it
+    carries one, else `preset`'s; `img_size` (when non-zero) and `norm_eps` (when given) override it. For a foreign
+    file two settings follow from the weights themselves: an original Stage-2 checkpoint is read with LayerNorm eps
+    1e-5, as the original evaluates it (METHOD.md "Found by running the original"), and a position table that is
+    not the fixed sin-cos one (timm's ImageNet ViT) is a learned one, which fine-tuning trains."""
     ckpt = read_checkpoint(path) if path else None
-    cfg = with_img_size((ckpt.vit_config() if ckpt else None) or vit_config(preset), img_size)
+    own = ckpt.vit_config() if ckpt else None
+    cfg = with_img_size(own or vit_config(preset), img_size)
+    if ckpt is not None and own is None:
+        cfg.norm_eps = ORIGINAL_STAGE2_EPS if ckpt.stage2 else cfg.norm_eps
+        cfg.learned_pos_embed = not is_sincos_table(ckpt.state.get("pos_embed"))
     if norm_eps is not None:
         cfg.norm_eps = norm_eps
     model = VisionTransformer(cfg)
     if ckpt is not None:
         load_encoder_weights(model, ckpt)
-    return model
+    return model, ckpt
+
+
+def is_sincos_table(pos_embed: torch.Tensor | None) -> bool:
+    """Whether a (1, 1 + G*G, D) position table is MAE's fixed 2-D sin-cos table (to float32 rounding)."""
+    if pos_embed is None or pos_embed.ndim != 3:
+        return True
+    grid = int(round((pos_embed.shape[1] - 1) ** 0.5))
+    if grid * grid != pos_embed.shape[1] - 1 or pos_embed.shape[2] % 4:
+        return False
+    return torch.allclose(pos_embed[0].float(), sincos_2d(pos_embed.shape[2], grid, extra_tokens=1), atol=1e-5)
 
 
 def load_mae_weights(model: MaskedAutoencoder, ckpt: Checkpoint) -> str:

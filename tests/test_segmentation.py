@@ -79,3 +79,50 @@ def test_training_improves_dice_and_leaves_backbone_frozen():
         assert torch.equal(v, before[k]), k
     assert all(p.grad is None for p in backbone.parameters())
     assert torch.equal(patch_tokens(backbone, xv), backbone.forward_features(xv)[:, 1:])  # (B, G*G, D)
+
+
+def test_batch_pooled_score_is_the_originals():
+    """The original's test Dice: counts pooled over each batch, batches averaged weighted by size; by hand on two
+    batches of known predictions (logits +-10: sigmoid > 0.5 where positive)."""
+    class Identity(torch.nn.Module):
+        num_prefix_tokens = 0
+
+        def eval(self):
+            return self
+
+        def forward_features(self, x):
+            return x
+
+    class Pass(torch.nn.Module):
+        def forward(self, tokens, size):
+            return tokens
+
+    pred = torch.zeros(3, 1, 4, 4)
+    mask = torch.zeros(3, 1, 4, 4)
+    pred[0, 0, :2] = 1  # 8 predicted, 4 of them right
+    mask[0, 0, 1:2] = 1
+    mask[0, 0, 3:] = 1  # 8 true in all
+    pred[1, 0, 0, 0] = 1  # one pixel, right
+    mask[1, 0, 0, 0] = 1
+    mask[2, 0, :, :1] = 1  # 4 true, none predicted
+    logits = 20 * pred - 10
+    batches = [(logits[:2], mask[:2]), (logits[2:], mask[2:])]
+    dice, iou, pooled = evaluate_segmentation(Identity(), Pass(), batches, torch.device("cpu"))
+    eps = 1e-6
+    per_image = [(2 * 4 + eps) / (8 + 8 + eps), (2 + eps) / (2 + eps), eps / (4 + eps)]
+    np.testing.assert_allclose(dice, per_image, rtol=1e-6)
+    first, second = (2 * 5 + eps) / (9 + 9 + eps), eps / (4 + eps)  # batch 1 pools images 0 and 1
+    assert pooled["dice"] == pytest.approx((2 * first + 1 * second) / 3, rel=1e-6)
+    assert pooled["iou"] == pytest.approx((2 * (5 + eps) / (13 + eps) + 1 * eps / (4 + eps)) / 3, rel=1e-6)
+
+
+def test_patience_stops_after_the_best_epoch_and_keeps_it():
+    backbone = VisionTransformer(vit_tiny(img_size=32))
+    x, m = torch.randn(4, 3, 32, 32), (torch.rand(4, 1, 32, 32) > 0.5).float()
+    lines = []
+    decoder, info = train_segmentation(backbone, lambda epoch: [(x, m)], [(x, m)],
+                                       SegConfig(epochs=40, warmup_epochs=1, lr=0.0, patience=2),
+                                       torch.device("cpu"), log=lines.append)
+    # lr 0: the decoder never changes, so epoch 0 stays best and training stops after epochs 1 and 2
+    assert info["best_epoch"] == 0 and len(info["history"]) == 3
+    assert any("stopped after epoch 2" in line for line in lines)

@@ -115,9 +115,10 @@ def test_exported_encoder_is_a_plain_vit_for_pacx_and_timm(ready):
     ours.load_state_dict(exported["model"], strict=True)
     import functools
 
+    # Built from what the file says (the README's recipe for timm users), not from what this test knows.
+    recipe = exported["timm"]
     ref = timm.models.vision_transformer.VisionTransformer(
-        img_size=64, patch_size=8, embed_dim=64, depth=4, num_heads=4, num_classes=0,
-        norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-5)).eval()
+        **recipe["kwargs"], norm_layer=functools.partial(torch.nn.LayerNorm, eps=recipe["layer_norm_eps"])).eval()
     ref.load_state_dict(exported["model"], strict=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -206,3 +207,24 @@ def test_skip_nonfinite_skips_a_nan_step_and_counts_it(ready, tmp_path, monkeypa
     with pytest.raises(SystemExit) as stopped:
         train_distill.main([*args, "--max_steps", "2", "--out_dir", str(tmp_path / "stop")])
     assert stopped.value.code == 2
+
+
+def test_encoder_pt_is_the_best_validation_epoch(ready, tmp_path, monkeypatch, capsys):
+    """As the original exports the checkpoint of the best validation total loss: encoder.pt is the merged encoder of
+    the epoch whose validation loss is lowest (scripted here: 3, 1, 2, 4, so epoch 1), encoder_last.pt the last
+    one's. Checked against a second run cut (--max_steps, same schedule) at the end of epoch 1, whose last export
+    must be that encoder, bit for bit."""
+    import train_distill
+
+    losses = iter([3.0, 1.0, 2.0, 4.0])
+    monkeypatch.setattr(train_distill, "validate", lambda model, loader, rt: {"val_loss": next(losses)})
+    common = ["--data", str(ready / "data_npy"), "--init", str(ready / "mae.pt"), "--labs_dae", str(ready / "dae.pt"),
+              "--targets_cache", str(ready / "targets"), "--workers", "0", "--batch_size", "8", "--epochs", "4"]
+    train_distill.main([*common, "--out_dir", str(tmp_path / "full")])
+    assert "(epoch 1; the last epoch's: encoder_last.pt)" in capsys.readouterr().out
+    losses = iter([3.0, 1.0])
+    train_distill.main([*common, "--max_steps", "8", "--out_dir", str(tmp_path / "cut")])  # 4 steps an epoch
+    best, cut = (load(tmp_path / d / f)["model"] for d, f in (("full", "encoder.pt"), ("cut", "encoder_last.pt")))
+    last = load(tmp_path / "full" / "encoder_last.pt")["model"]
+    assert all(torch.equal(best[k], cut[k]) for k in best)
+    assert not all(torch.equal(best[k], last[k]) for k in best)

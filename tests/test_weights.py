@@ -128,3 +128,59 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
 def test_lora_never_touches_the_mae_decoder(mae):
     names = inject_lora(mae)
     assert names and not any(n.startswith("decoder") for n in names)
+
+
+def test_original_stage2_files_read_with_their_eps_and_the_last_n_ablation_loads(mae, tmp_path):
+    """Original Stage-2 checkpoints carry no config; the original evaluates them with LayerNorm eps 1e-5, so pacx
+    reads them so by default (another eps on request). The last_n_blocks ablation's file (keys cxr_encoder.<ViT key>,
+    no peft) loads too, to the features of the encoder it holds."""
+    from pacx.weights import load_backbone
+
+    peft = {f"cxr_encoder.base_model.model.{k}": v for k, v in mae.encoder_state_dict().items()}
+    torch.save({"state_dict": peft}, tmp_path / "stage2.ckpt")
+    vit, ckpt = load_backbone(str(tmp_path / "stage2.ckpt"), "tiny")
+    assert vit.cfg.norm_eps == 1e-5 and ckpt.stage2
+    assert load_vit(str(tmp_path / "stage2.ckpt"), "tiny", norm_eps=1e-6).cfg.norm_eps == 1e-6
+    assert load_vit("", "tiny").cfg.norm_eps == 1e-6  # a random init keeps the preset's
+
+    plain = {f"cxr_encoder.{k}": v for k, v in mae.encoder_state_dict().items()}
+    torch.save({"state_dict": {**plain, "cxr_to_shared.mlp.1.weight": torch.zeros(2, 64)}}, tmp_path / "lastn.ckpt")
+    want = VisionTransformer(vit_tiny(norm_eps=1e-5))
+    want.load_state_dict(mae.encoder_state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(features(load_vit(str(tmp_path / "lastn.ckpt"), "tiny"), x), features(want, x))
+
+
+def test_a_learned_position_table_is_recognised_and_fine_tuned(mae, tmp_path):
+    """timm's ImageNet ViT learns its position table; MAE's is the fixed sin-cos one. Read from the weights: a table
+    that is not sin-cos makes the backbone's pos_embed trainable under fine-tuning (the original trains it), a
+    sin-cos one stays frozen."""
+    from pacx.eval.finetune import prepare_finetune
+
+    state = mae.encoder_state_dict()
+    torch.save(state, tmp_path / "mae_like.pth")
+    torch.save({**state, "pos_embed": state["pos_embed"] + 0.01 * torch.randn_like(state["pos_embed"]),
+                "head.weight": torch.zeros(10, 64), "head.bias": torch.zeros(10)}, tmp_path / "timm_like.pth")
+    fixed, learned = (prepare_finetune(load_vit(str(tmp_path / f), "tiny"), 2, "finetune")
+                      for f in ("mae_like.pth", "timm_like.pth"))
+    assert not fixed.backbone.pos_embed.requires_grad and learned.backbone.pos_embed.requires_grad
+
+
+def test_stage2_backbone_fine_tunes_only_its_head_by_default(mae, tmp_path):
+    """The original's "fine-tune" of a PaCX backbone trains the head only (peft's frozen base weights stay frozen);
+    evaluate.py does the same unless --stage2_finetune full. Other backbones train fully."""
+    import evaluate
+
+    enc = VisionTransformer(vit_tiny(norm_eps=1e-5))
+    enc.load_state_dict(mae.encoder_state_dict())
+    torch.save(export_checkpoint(PaCX(PaCXConfig(enc.cfg, HeadsConfig(cxr_dim=64)), enc)), tmp_path / "encoder.pt")
+    torch.save({"model": mae.encoder_state_dict()}, tmp_path / "mae.pth")
+
+    def trainable(path, *flags):
+        cfg = evaluate.parse_config(evaluate.Config, ["--model", "tiny", "--mode", "finetune", *flags])
+        model = evaluate.finetune_model(str(tmp_path / path), 2, cfg)
+        return {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+
+    assert trainable("encoder.pt") == {"head"}
+    assert trainable("encoder.pt", "--stage2_finetune", "full") == {"head", "backbone"}
+    assert trainable("mae.pth") == {"head", "backbone"}

@@ -2,7 +2,7 @@
 
 Decoding a full-size chest X-ray PNG (2-3 k pixels a side) costs far more than the augmentation that follows, and
 MAE pretraining (METHOD.md "Stage 1a", 400 epochs of CheXpert) would decode each file 400 times. `build_cache`
-decodes each image once with `pacx.data.images.read_gray`, resizes its SHORTER side to `size` (bicubic, antialiased,
+decodes each image once with `pacx.data.images.read_gray`, resizes its SHORTER side to `size` (bilinear, antialiased,
 torchvision's `resize` as `pacx.data.transforms` uses), centre-crops it to size x size and stores it in
 `<out>/images.npy`, an (N, size, size) uint8 .npy file (one gray channel: the 3 channels pacx feeds the ViT are
 copies of it). `<out>/index.json` lists the source paths in order with their size in bytes and mtime, the stored
@@ -43,7 +43,7 @@ from pacx.errors import DataError
 from pacx.data.images import read_gray
 
 FORMAT = "pacx-image-cache"
-VERSION = 1
+VERSION = 2  # 2: bilinear resizing, as the original's transforms (version 1 was bicubic)
 ARRAY, INDEX = "images.npy", "index.json"
 DECODE_BATCH = 16  # images per message from a decode worker
 
@@ -53,8 +53,8 @@ class CacheError(DataError):
 
 
 def resize_short_center_crop(gray: torch.Tensor, size: int) -> torch.Tensor:
-    """(1, H, W) uint8 -> (1, S, S) uint8: shorter side to S (bicubic, antialiased), then the central S x S."""
-    img = TF.resize(gray, [size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    """(1, H, W) uint8 -> (1, S, S) uint8: shorter side to S (bilinear, antialiased), then the central S x S."""
+    img = TF.resize(gray, [size], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     return TF.center_crop(img, [size, size])
 
 
@@ -190,7 +190,7 @@ def build_cache(dataset_or_paths, out_path: str | Path, size: int = 256, workers
         array.flush()
         del array
         index = {"format": FORMAT, "version": VERSION, "size": size, "count": n, "array": ARRAY,
-                 "resize": "shorter side to size (bicubic, antialias), centre crop", "sources": sources}
+                 "resize": "shorter side to size (bilinear, antialias), centre crop", "sources": sources}
         (tmp / INDEX).write_text(json.dumps(index, indent=1))
         if out.exists():
             # A directory cannot be replaced in one rename: move the old cache aside first, then drop it.

@@ -63,10 +63,11 @@ def one_channel(img: torch.Tensor) -> torch.Tensor:
 
 
 def mae_train(img: torch.Tensor, g: torch.Generator, size: int = 224, scale=(0.5, 1.0)) -> torch.Tensor:
-    """Stage 1: RandomResizedCrop(size, scale) with bicubic interpolation (MAE `main_pretrain.py`) + h-flip."""
+    """Stage 1: RandomResizedCrop(size, scale) + h-flip. Bilinear, as the original PaCX-MAE (`data_modules.py`:
+    torchvision's default; the official MAE's `main_pretrain.py` uses bicubic)."""
     img = one_channel(img)
     top, left, h, w = resized_crop_params(g, img.shape[-2], img.shape[-1], scale, (3 / 4, 4 / 3))
-    img = TF.resized_crop(img, top, left, h, w, [size, size], interpolation=TF.InterpolationMode.BICUBIC,
+    img = TF.resized_crop(img, top, left, h, w, [size, size], interpolation=TF.InterpolationMode.BILINEAR,
                           antialias=True)
     if torch.rand((), generator=g).item() < 0.5:
         img = TF.horizontal_flip(img)
@@ -74,8 +75,8 @@ def mae_train(img: torch.Tensor, g: torch.Generator, size: int = 224, scale=(0.5
 
 
 def eval_resize(img: torch.Tensor, size: int = 224) -> torch.Tensor:
-    """Validation / feature extraction: square bicubic resize and normalisation."""
-    img = TF.resize(one_channel(img), [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    """Validation / feature extraction: square resize (bilinear, the original's `T.Resize`) and normalisation."""
+    img = TF.resize(one_channel(img), [size, size], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     return normalize(img)
 
 
@@ -102,14 +103,24 @@ def distill_train(img: torch.Tensor, g: torch.Generator, size: int = 224) -> tor
                                    round(_uniform(g, -max_shift, max_shift))],
                         scale=_uniform(g, 0.9, 1.1), shear=[0.0, 0.0])
     if _uniform(g, 0, 1) < 0.3:
-        img = TF.adjust_brightness(img, _uniform(g, 0.8, 1.2))
-        img = TF.adjust_contrast(img, _uniform(g, 0.8, 1.2)).clamp(0, 1)
+        img = color_jitter(img, g)
     if _uniform(g, 0, 1) < 0.15:
         sigma = _uniform(g, 0.1, 2.0)
         img = TF.gaussian_blur(img, [5, 5], [sigma, sigma])
     img = TF.normalize(img.expand(3, -1, -1), IMAGENET_MEAN, IMAGENET_STD)
     if _uniform(g, 0, 1) < 0.25:
         img = _erase(img, g, scale=(0.02, 0.1), ratio=(0.3, 3.3))
+    return img
+
+
+def color_jitter(img: torch.Tensor, g: torch.Generator, strength: float = 0.2) -> torch.Tensor:
+    """ColorJitter(brightness, contrast) on a [0, 1] float image. Like torchvision's, it draws the order of its
+    adjustments (`torch.randperm` there), then the factors, then applies them in that order."""
+    contrast_first = _uniform(g, 0, 1) < 0.5
+    brightness, contrast = _uniform(g, 1 - strength, 1 + strength), _uniform(g, 1 - strength, 1 + strength)
+    steps = [(TF.adjust_brightness, brightness), (TF.adjust_contrast, contrast)]
+    for adjust, factor in reversed(steps) if contrast_first else steps:
+        img = adjust(img, factor).clamp(0, 1)
     return img
 
 

@@ -55,14 +55,19 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x))  # (B, C)
 
 
-def prepare_finetune(backbone: nn.Module, num_out: int, mode: str, seed: int = 0) -> Classifier:
-    """A Classifier whose trainable parameters are those of `mode`: "finetune" (all; the fixed sin-cos position
-    table stays frozen) or "lora" (adapters + final norm + head)."""
+def prepare_finetune(backbone: nn.Module, num_out: int, mode: str, seed: int = 0,
+                     head_only: bool = False) -> Classifier:
+    """A Classifier whose trainable parameters are those of `mode`: "finetune" (all; a fixed sin-cos position table
+    stays frozen, a learned one trains) or "lora" (adapters + final norm + head). `head_only` freezes the backbone
+    under "finetune": the original's fine-tuning of a Stage-2 backbone (METHOD.md "Found by running the original":
+    peft's frozen base weights stay frozen after `merge_and_unload`, and its optimizer skips them)."""
     if mode == "lora":
         inject_lora(backbone)
         mark_trainable(backbone, "lora")
     elif mode != "finetune":
         raise ValueError(f"prepare_finetune: mode must be finetune or lora, found {mode!r}")
+    elif head_only:
+        backbone.requires_grad_(False)
     torch.manual_seed(seed)
     return Classifier(backbone, num_out)
 

@@ -104,10 +104,14 @@ def segmentation_section(runs: dict, data_name: str, names: list[str], ref: str,
              for n in names if n != ref}
     section = {"data": data_name, "n_test": n_test, "delta": delta,
                "backbones": {n: {"test": tested[n], "best_epoch": runs[n]["best_epoch"],
-                                 "best_val_dice": runs[n]["best_val_dice"]} for n in names}}
+                                 "best_val_dice": runs[n]["best_val_dice"],
+                                 "batch_pooled": runs[n]["batch_pooled"]} for n in names}}
     md = [f"## Segmentation: {data_name} (frozen backbone, {n_test} test images)", ""]
     md += table([([k], {n: tested[n][k] for n in names}, {n: d[k] for n, d in delta.items()})
                  for k in ("dice", "iou")], ["metric"], names, ref) + [""]
+    md += ["The original's score (counts pooled over each test batch, batches averaged): " + "; ".join(
+        f"{n} Dice {runs[n]['batch_pooled']['dice']:.3f} IoU {runs[n]['batch_pooled']['iou']:.3f}" for n in names),
+        ""]
     return section, md
 
 

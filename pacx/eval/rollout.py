@@ -56,7 +56,7 @@ def rollout_map(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def rollout_input(image: torch.Tensor, size: int, imagenet_norm: bool = False) -> torch.Tensor:
     """uint8 (3, H, W) -> float (3, S, S): [0, 1] pixels (reference quirk) or ImageNet-normalised."""
-    image = TF.resize(image, [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    image = TF.resize(image, [size, size], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     return normalize(image) if imagenet_norm else image.float() / 255.0
 
 

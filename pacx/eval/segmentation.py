@@ -40,9 +40,10 @@ class SegConfig:
     warmup_epochs: float = 5.0
     lr: float = 1e-4
     weight_decay: float = 1e-4
-    batch_size: int = 32
+    batch_size: int = 256  # the original's (`CXRSegDataModule`)
     bce_weight: float = 1.0
     dice_weight: float = 1.0
+    patience: int = 0  # stop after this many epochs without a better validation Dice (0: run every epoch)
     log_every: int = 10
 
 
@@ -93,11 +94,12 @@ def seg_sample(image: torch.Tensor, mask: torch.Tensor, size: int, g: torch.Gene
                train: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 image (3, H, W) and 0/1 mask (1, H, W) -> normalised image (3, S, S) and 0/1 mask (1, S, S).
 
-    Square resize (image bicubic, mask nearest); with `train`, the reference's RandomFlipRotate on both, every draw
-    from the sample's generator `g`.
+    Square resize of both, bilinear, the mask thresholded at 0.5 after the augmentation (the original's
+    `CXRSegDataset`: `T.Resize` on image and mask, then `ToTensor() > 0.5`); with `train`, the reference's
+    RandomFlipRotate on both (nearest, as torchvision's `rotate` default), every draw from the sample's generator `g`.
     """
-    image = TF.resize(image, [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
-    mask = TF.resize(mask, [size, size], interpolation=TF.InterpolationMode.NEAREST)
+    image = TF.resize(image, [size, size], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    mask = TF.resize(mask, [size, size], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     if train:
         if torch.rand((), generator=g).item() < 0.5:
             image, mask = TF.horizontal_flip(image), TF.horizontal_flip(mask)
@@ -114,11 +116,13 @@ def seg_item(item: dict, g: torch.Generator, size: int, train: bool = False) -> 
 
 @torch.no_grad()
 def evaluate_segmentation(backbone: nn.Module, decoder: SegDecoder, loader: Iterable, device: torch.device,
-                          autocast: Callable = contextlib.nullcontext) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image Dice and IoU (N,) over batches (image, mask)."""
+                          autocast: Callable = contextlib.nullcontext) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Per-image Dice and IoU (N,) over batches (image, mask), and the original's score: Dice and IoU of the counts
+    pooled over each batch, averaged over batches weighted by their size (`seg_lit.py` logs its per-batch score with
+    `on_epoch=True, batch_size=B`), which depends on the batch size (the original's is 256)."""
     backbone.eval()
     decoder.eval()
-    dice, iou = [], []
+    dice, iou, pooled = [], [], []
     for batch in loader:
         x, m = (t.to(device, non_blocking=True) for t in check_batch(batch)[:2])
         with autocast():
@@ -126,14 +130,22 @@ def evaluate_segmentation(backbone: nn.Module, decoder: SegDecoder, loader: Iter
         d, i = dice_iou(logits.float(), m)
         dice.append(d.cpu())
         iou.append(i.cpu())
-    return torch.cat(dice).double().numpy(), torch.cat(iou).double().numpy()
+        pooled.append((len(x), *dice_iou(logits.float().flatten(0, 1)[None], m.flatten(0, 1)[None])))
+    n = sum(b for b, _, _ in pooled)
+    batch_pooled = {"dice": sum(b * float(d) for b, d, _ in pooled) / n,
+                    "iou": sum(b * float(i) for b, _, i in pooled) / n}
+    return torch.cat(dice).double().numpy(), torch.cat(iou).double().numpy(), batch_pooled
 
 
 def train_segmentation(backbone: nn.Module, train_loader: Callable[[int], Iterable], val_loader: Iterable,
                        cfg: SegConfig, device: torch.device, autocast: Callable = contextlib.nullcontext,
                        seed: int = 0, log: Callable | None = None) -> tuple[SegDecoder, dict]:
     """Train a SegDecoder on the frozen `backbone`; `train_loader(epoch)` yields (image, mask) batches. Returns the
-    decoder of the best validation-Dice epoch and a summary."""
+    decoder of the best validation-Dice epoch and a summary. With `cfg.patience`, training stops once that many
+    epochs in a row (after the warmup) have not improved the validation Dice."""
+    if log is not None and cfg.warmup_epochs >= cfg.epochs:
+        log(f"warning: the decoder's warmup ({cfg.warmup_epochs:g} epochs) is as long as its training ({cfg.epochs} "
+            f"epochs): it is scored before its learning rate peaks")
     backbone.to(device).eval().requires_grad_(False)
     torch.manual_seed(seed)  # same decoder init for every backbone
     decoder = SegDecoder(backbone.cfg.embed_dim, backbone.cfg.grid_size).to(device)
@@ -165,6 +177,10 @@ def train_segmentation(backbone: nn.Module, train_loader: Callable[[int], Iterab
             log(progress.line(step, epoch=epoch, val_dice=val_dice))
         if val_dice > best["val_dice"]:
             best = {"epoch": epoch, "val_dice": val_dice, "state": copy.deepcopy(decoder.state_dict())}
+        if cfg.patience and epoch + 1 >= cfg.warmup_epochs and epoch - best["epoch"] >= cfg.patience:
+            if log is not None:
+                log(f"validation Dice has not improved for {cfg.patience} epochs: stopped after epoch {epoch}")
+            break
     decoder.load_state_dict(best["state"])
     decoder.eval()
     return decoder, {"best_epoch": best["epoch"], "best_val_dice": best["val_dice"], "history": history}

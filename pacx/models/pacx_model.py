@@ -50,8 +50,23 @@ class PaCX(nn.Module):
         return {"kind": "pacx", **asdict(self.cfg)}
 
 
+EXPORT_ORIGIN = "pacx_stage2"  # marks train_distill.py's encoder.pt (Stage 3 fine-tunes such a backbone differently)
+
+
+def timm_arguments(cfg: ViTConfig) -> dict:
+    """How to build the same network in timm: `timm.models.vision_transformer.VisionTransformer(**kwargs,
+    norm_layer=functools.partial(torch.nn.LayerNorm, eps=layer_norm_eps))`, then `load_state_dict(model,
+    strict=True)`. The eps has to be passed: timm's default is 1e-6, the Stage-2 encoder's 1e-5 (a quirk)."""
+    return {"kwargs": {"img_size": cfg.img_size, "patch_size": cfg.patch_size, "in_chans": cfg.in_chans,
+                       "embed_dim": cfg.embed_dim, "depth": cfg.depth, "num_heads": cfg.num_heads,
+                       "mlp_ratio": cfg.mlp_ratio, "qkv_bias": cfg.qkv_bias, "reg_tokens": cfg.num_registers,
+                       "num_classes": 0, "global_pool": "token"},
+            "layer_norm_eps": cfg.norm_eps}
+
+
 def export_checkpoint(model: PaCX) -> dict:
-    """{'model': plain ViT state dict, 'config': {'kind': 'vit', ...}}: loads strictly into `pacx.models.vit` (and
-    timm)."""
+    """{'model': plain ViT state dict, 'config': {'kind': 'vit', ...}, 'timm': `timm_arguments`, 'origin'}: loads
+    strictly into `pacx.models.vit` (and timm)."""
     enc = model.export_encoder()
-    return {"model": enc.state_dict(), "config": {"kind": "vit", **asdict(enc.cfg)}}
+    return {"model": enc.state_dict(), "config": {"kind": "vit", **asdict(enc.cfg)}, "timm": timm_arguments(enc.cfg),
+            "origin": EXPORT_ORIGIN}
