@@ -40,8 +40,8 @@ from pacx.eval.finetune import (Classifier, finetune_run, prepare_eval_dir, prep
                                 run_file)
 from pacx.eval.lowlabel import subsample_indices
 from pacx.eval.metrics import TASKS
-from pacx.eval.probe import (ProbeConfig, extract_features, image_label_sample, num_outputs, row_loader, standardize,
-                             to_probabilities, train_linear_probe)
+from pacx.eval.probe import (ProbeConfig, extract_features, image_label_sample, logistic_probe, num_outputs,
+                             row_loader, standardize, to_probabilities, train_linear_probe)
 from pacx.eval.rollout import rollout_input, rollout_map, save_rollout_figures
 from pacx.eval.segmentation import SegConfig, evaluate_segmentation, seg_item, train_segmentation
 from pacx.eval.splits import SPLITS, Part, load_targets, read_splits
@@ -90,6 +90,8 @@ class Config:
     probe_flip: bool = opt(True, "probe: train on mirrored images half of the time, as the reference")
     probe_norm: bool = opt(False, "probe: standardise each feature by the training split's mean / std first (the MAE "
                                   "paper's BatchNorm without affine); off: the reference's plain Linear")
+    logreg: bool = opt(False, "probe: also fit a converged logistic regression (scikit-learn) on the same features, "
+                              "its L2 strength chosen on validation; reported as a second table")
     seg_csv: tuple[str, ...] = opt((), "segmentation CSV(s) with img_path, mask_path (and --split_column)")
     seg_name: str = opt("", "segmentation data set name in the tables (default: the CSV file name)")
     seg_epochs: int = opt(50, "segmentation decoder epochs")
@@ -297,6 +299,13 @@ def evaluate_backbone(name: str, path: str, task, seg, targets, subsets: dict, c
         rt.print0(f"{cfg.mode} {tag}: best epoch {info['best_epoch']}, val AUROC {info['best_val_auroc']:.4f}")
         result["classification"][frac] = {"p_val": p_val, "p_test": p_test, "n_train": len(rows),
                                           "best_epoch": info["best_epoch"], "best_val_auroc": info["best_val_auroc"]}
+        if probing and cfg.logreg:
+            p_val, p_test, info = logistic_probe(feats["train"][rows].numpy(), task["train"].y[rows],
+                                                 feats["val"].numpy(), task["val"].y, feats["test"].numpy(),
+                                                 cfg.task_type, cfg.seed)
+            rt.print0(f"logistic regression {tag}: C {info['C']:g}, val AUROC {info['best_val_auroc']:.4f}")
+            result.setdefault("logreg", {})[frac] = {"p_val": p_val, "p_test": p_test, "n_train": len(rows),
+                                                     "best_epoch": -1, "best_val_auroc": info["best_val_auroc"]}
     for key, t in (targets or {}).items():
         res = alignment_probe(feats["train"].numpy(), t["train"], feats["test"].numpy(), t["test"], cfg.align_alpha)
         result["alignment"][key] = res
@@ -330,6 +339,12 @@ def write_report(cfg: Config, outputs: dict, task, targets, ref: str, out: Path,
         results["classification"], lines = report.classification_section(runs, task["val"].y, task["test"].y, info,
                                                                          names, ref, B, cfg.seed, log)
         md += lines
+        if "logreg" in outputs[ref]:
+            runs = {f: {n: outputs[n]["logreg"][f] for n in names} for f in cfg.fractions}
+            results["classification_logreg"], lines = report.classification_section(
+                runs, task["val"].y, task["test"].y, {**info, "mode": "converged logistic-regression probe"}, names,
+                ref, B, cfg.seed, log)
+            md += lines
     if cfg.seg_csv:
         results["segmentation"], lines = report.segmentation_section(
             {n: o["segmentation"] for n, o in outputs.items()}, cfg.seg_name or Path(cfg.seg_csv[0]).stem, names,

@@ -15,6 +15,7 @@ Writes out_dir/last.pt (resumable state), out_dir/encoder.pt (the merged plain V
 validation loss, as the original exports; of the last step without --val_split), encoder_last.pt (the last epoch's),
 metrics.jsonl, config.json.
 """
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from pacx.data.targets import symile_targets, triplet_targets
 from pacx.data.transforms import denormalize, distill_train, eval_resize
 from pacx.dist import all_reduce_mean, init_runtime, shutdown, wrap_for_training
 from pacx.errors import DataError, PacxError, exit_on_error
+from pacx.eval.metrics import wilson_interval
 from pacx.loader import GlobalBatchSampler, SeededView, check_batch, make_loader
 from pacx.models.heads import HeadsConfig, retrieval_metrics
 from pacx.models.pacx_model import PaCX, PaCXConfig, export_checkpoint
@@ -71,6 +73,8 @@ class Config(TrainConfig):
     last_n: int = opt(4, "blocks unfrozen by --strategy last_n")
     use_ecg: bool = opt(True, "distil from the ECG targets")
     use_labs: bool = opt(True, "distil from the lab targets")
+    shuffle_pairs: bool = opt(False, "negative control: train on images paired with other patients' targets (one "
+                                     "fixed permutation), everything else equal; validation keeps the true pairs")
     contrastive_weight: float = opt(0.5, "weight of the InfoNCE term")
     regression_weight: float = opt(1.0, "weight of the cosine-regression term")
     head_dropout: float = opt(0.2, "dropout at the input of every head")
@@ -87,11 +91,20 @@ class Config(TrainConfig):
     out_dir: str = opt("runs/distill", "folder for last.pt, encoder.pt, metrics.jsonl and config.json")
 
 
+def shuffled(targets: dict, seed: int) -> dict:
+    """The negative control (--shuffle_pairs): every image paired with another patient's ECG and lab targets, by one
+    fixed permutation (the ECG and lab targets stay together, as one other patient). Only training pairs are
+    shuffled: validation keeps the true pairs, so its retrieval shows what the control learned about them."""
+    perm = torch.from_numpy(np.random.default_rng([seed, 7]).permutation(len(targets["labs"])))
+    return {k: v[perm] for k, v in targets.items()}
+
+
 def symile_split(cfg: Config, split: str, rt, train: bool, size: int):
     data = SymileMIMIC(cfg.data, split)
     targets = symile_targets(Path(cfg.data) / split, split, cfg.ecg_weights or None, cfg.labs_dae or None,
                              Path(cfg.targets_cache), rt.device, cfg.notch_hz, cfg.zero_missing_labs, rt.print0,
                              with_ecg=cfg.use_ecg)
+    targets = shuffled(targets, cfg.seed) if train and cfg.shuffle_pairs else targets
 
     def sample(i, g):
         img = denormalize(torch.as_tensor(data[i]["cxr"]))  # stored ImageNet-normalised; augment in [0, 1]
@@ -121,6 +134,7 @@ def triplet_split(cfg: Config, split: str, rt, train: bool, size: int):
                               train_ids, Path(cfg.labs_table), cfg.lab_id_column, cfg.ecg_weights or None,
                               cfg.labs_dae or None, Path(cfg.targets_cache), rt.device, cfg.notch_hz,
                               cfg.zero_missing_labs, rt.print0, with_ecg=cfg.use_ecg)
+    targets = shuffled(targets, cfg.seed) if train and cfg.shuffle_pairs else targets
 
     def sample(i, g):
         img = read_rgb_tensor(images[i])  # uint8 (3, H, W)
@@ -135,18 +149,34 @@ def validate(model: PaCX, loader, rt) -> dict:
     """In-batch retrieval CXR -> ECG / labs in the shared space (the reference's validation diagnostics)."""
     model.eval()
     meter = LossMeter()
+    hits = {}  # modality -> per-query (top-1, top-5) hit counts and the number of queries, summed over batches
     for batch in loader:
         cxr, ecg, labs = [t.to(rt.device, non_blocking=True) for t in check_batch(batch)]
         with rt.autocast():
             loss, parts, out = model(cxr, ecg, labs)
-        stats = {"val_loss": loss}
+        stats = {"val_loss": loss, **{f"val_{k}": v for k, v in parts.items() if k != "total"}}
         if "cxr_shared" in out:
             for m in model.heads.modalities:
-                stats.update({f"val_{m}_{k}": v for k, v in retrieval_metrics(out["cxr_shared"].float(),
-                                                                            out[f"{m}_shared"].float()).items()})
+                r = retrieval_metrics(out["cxr_shared"].float(), out[f"{m}_shared"].float())
+                stats.update({f"val_{m}_{k}": v for k, v in r.items()})
+                n = torch.tensor(float(len(cxr)), device=rt.device)
+                hits[m] = hits.get(m, 0) + torch.stack([r["top1"] * n, r["top5"] * n, n])
         meter.add(stats)
     model.train()
-    return meter.means(all_reduce_mean)
+    val = meter.means(all_reduce_mean)
+    val["retrieval"] = {m: (all_reduce_mean(h) * rt.world_size).tolist() for m, h in hits.items()}
+    return val
+
+
+def retrieval_report(retrieval: dict, batch: int, epoch: int) -> dict:
+    """Validation retrieval of the latest epoch, each rate with its 95% Wilson interval over the queries and the
+    chance rate of in-batch retrieval among `batch` candidates."""
+    out = {"epoch": epoch, "candidates": batch}
+    for m, (top1, top5, n) in retrieval.items():
+        out[m] = {"queries": int(n),
+                  "top1": {"value": top1 / n, "interval": wilson_interval(top1, n), "chance": 1 / batch},
+                  "top5": {"value": top5 / n, "interval": wilson_interval(top5, n), "chance": min(5, batch) / batch}}
+    return out
 
 
 def data_loaders(cfg: Config, rt, size: int):
@@ -210,6 +240,10 @@ def main(argv=None):
             run.step_done(loss, parts, len(cxr))
         if val_loader is not None and run.epoch_ended():
             val = validate(model, val_loader, rt)
+            retrieval = val.pop("retrieval", {})
+            if rt.is_main and retrieval:  # in-batch: each query against the loader batch of one process
+                (out / "retrieval.json").write_text(json.dumps(retrieval_report(retrieval, val_loader.batch_size,
+                                                                                epoch), indent=2))
             rt.print0("validation | " + " | ".join(f"{k} {v:.4g}" for k, v in val.items()))
             run.log.write(step=run.step, epoch=epoch, **val)
             # The original exports the checkpoint of the best validation total loss (Lightning ModelCheckpoint).

@@ -67,7 +67,7 @@ class TrainConfig:
 
 # What a training run writes in --out_dir; --overwrite removes these (and only these) of the replaced run.
 RUN_FILES = (ckpt.LAST, f"{ckpt.LAST}.tmp", "metrics.jsonl", "config.json", "encoder.pt", "encoder.pt.tmp",
-             "encoder_last.pt", "encoder_last.pt.tmp", "lab_percentiles.json")
+             "encoder_last.pt", "encoder_last.pt.tmp", "lab_percentiles.json", "retrieval.json")
 
 
 def check_options(cfg: TrainConfig) -> None:

@@ -85,3 +85,22 @@ def test_dice_iou_hand_count():
     dice, iou = dice_iou(logits, masks)  # image 1 is empty in both: a perfect (eps / eps) score
     assert dice.tolist() == pytest.approx([(2 * 2 + eps) / (3 + 4 + eps), 1.0])
     assert iou.tolist() == pytest.approx([(2 + eps) / (3 + 4 - 2 + eps), 1.0])
+
+
+def test_wilson_interval_against_its_formula_and_coverage():
+    """Wilson's interval: the textbook value for 8 of 40 (z = 1.96), inside [0, 1] at 0 hits, and a coverage near
+    95% for a rate near chance (p = 1/64, n = 300) over 2000 simulated experiments."""
+    import math
+
+    from pacx.eval.metrics import wilson_interval
+
+    lo, hi = wilson_interval(8, 40)
+    z, p, n = 1.959964, 0.2, 40
+    c = (p + z * z / (2 * n)) / (1 + z * z / n)
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    assert (lo, hi) == pytest.approx((c - h, c + h), abs=1e-6)
+    assert wilson_interval(0, 50)[0] == pytest.approx(0.0, abs=1e-12) and 0 < wilson_interval(0, 50)[1] < 0.1
+    rng = np.random.default_rng(0)
+    k = rng.binomial(300, 1 / 64, size=2000)
+    covered = np.mean([lo <= 1 / 64 <= hi for lo, hi in (wilson_interval(x, 300) for x in k)])
+    assert 0.93 <= covered <= 0.985, covered

@@ -228,3 +228,21 @@ def test_encoder_pt_is_the_best_validation_epoch(ready, tmp_path, monkeypatch, c
     last = load(tmp_path / "full" / "encoder_last.pt")["model"]
     assert all(torch.equal(best[k], cut[k]) for k in best)
     assert not all(torch.equal(best[k], last[k]) for k in best)
+
+
+def test_shuffled_pairs_control_and_retrieval_report(ready, tmp_path):
+    """--shuffle_pairs pairs each training image with one other patient's targets (ECG and labs moved together, by
+    one permutation), and retrieval.json reports the validation retrieval with Wilson intervals and chance."""
+    import train_distill
+
+    targets = {"ecg": torch.arange(20.0)[:, None].repeat(1, 3), "labs": torch.arange(20.0)[:, None] * 10}
+    moved = train_distill.shuffled(targets, seed=1)
+    order = moved["ecg"][:, 0].long()
+    assert sorted(order.tolist()) == list(range(20)) and (order != torch.arange(20)).float().mean() > 0.8
+    assert torch.equal(moved["labs"][:, 0], order.float() * 10)  # the same other patient for both targets
+    res = run(["--batch_size", "8", "--epochs", "1", "--shuffle_pairs"], ready, tmp_path / "control")
+    assert res.returncode == 0, why(res)
+    report = json.loads((tmp_path / "control" / "retrieval.json").read_text())
+    assert report["candidates"] == 8 and report["labs"]["queries"] == 8
+    top1 = report["labs"]["top1"]
+    assert top1["chance"] == 1 / 8 and top1["interval"][0] <= top1["value"] <= top1["interval"][1]

@@ -17,6 +17,8 @@ and `single_class_columns` names it so the caller can say so.
 
 Notation: N = samples, C = label columns (binary 1, multilabel C, multiclass K classes).
 """
+import math
+
 import numpy as np
 import torch
 from scipy.stats import rankdata
@@ -163,3 +165,16 @@ def dice_iou(logits: torch.Tensor, masks: torch.Tensor, eps: float = 1e-6) -> tu
     dice = (2 * inter + eps) / (total + eps)
     iou = (inter + eps) / (total - inter + eps)
     return dice, iou
+
+
+def wilson_interval(hits: float, n: float, level: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion hits / n (Wilson 1927): unlike the normal approximation it stays in
+    [0, 1] and is sound for rates near 0, such as retrieval near chance."""
+    from scipy.stats import norm
+
+    if n <= 0:
+        return float("nan"), float("nan")
+    z, p = norm.ppf(0.5 + level / 2), hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -183,3 +183,47 @@ def train_linear_probe(train_feats: torch.Tensor, y_train: np.ndarray, val_feats
     head.load_state_dict(best["state"])
     head.eval()
     return head, {"best_epoch": best["epoch"], "best_val_auroc": best["val_auroc"], "history": history}
+
+
+LOGREG_C = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths tried; the one with the best validation AUROC is tested
+
+
+def logistic_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                   x_test: np.ndarray, task: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """A converged linear probe: scikit-learn's LogisticRegression (lbfgs, to convergence) on standardised features
+    (training statistics), one per label for binary / multilabel, multinomial for multiclass, its L2 strength chosen
+    on validation AUROC from `LOGREG_C`. The reference's AdamW probe takes a few dozen steps at 1% of the labels;
+    this one shows what the same features hold when the probe is trained to its optimum. A label with one class in
+    the training subset predicts that class's frequency. Returns (p_val, p_test, {'C', 'best_val_auroc'})."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x_train)
+    x_train, x_val, x_test = (scaler.transform(x) for x in (x_train, x_val, x_test))
+    y_train = np.asarray(y_train)
+
+    def fit_predict(C: float):
+        def model(y):
+            return LogisticRegression(C=C, max_iter=5000, random_state=seed).fit(x_train, y)
+
+        if task == "multiclass":
+            m = model(y_train)
+            cols = np.zeros((len(x_val) + len(x_test), num_outputs(y_train, task, None)))  # classes seen
+            cols[:, m.classes_] = m.predict_proba(np.concatenate([x_val, x_test]))
+            return cols[:len(x_val)], cols[len(x_val):]
+        y2 = y_train.reshape(len(y_train), -1)
+        out = np.zeros((len(x_val) + len(x_test), y2.shape[1]))
+        for c in range(y2.shape[1]):
+            if len(np.unique(y2[:, c])) < 2:
+                out[:, c] = y2[:, c].mean()
+            else:
+                out[:, c] = model(y2[:, c]).predict_proba(np.concatenate([x_val, x_test]))[:, 1]
+        return out[:len(x_val)], out[len(x_val):]
+
+    best = None
+    for C in LOGREG_C:
+        p_val, p_test = fit_predict(C)
+        auroc = macro_auroc(y_val, p_val, task)
+        if best is None or is_better(auroc, best[2]):
+            best = (p_val, p_test, auroc, C)
+    return best[0], best[1], {"C": best[3], "best_val_auroc": best[2]}
