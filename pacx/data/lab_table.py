@@ -67,8 +67,8 @@ def lab_mapping(pairs=(), map_file: str = "") -> dict[str, int]:
         j = lab_index(lab)
         if j is None:
             raise PacxError(f"{source}: column {column!r} is mapped to {lab!r}, which is not one of the 50 labs "
-                            f"(expected an itemid such as 50912 or a name such as 'Creatinine'; METHOD.md "
-                            f"\"Stage 1b\")")
+                            f"(expected an itemid such as 50912 or a name such as 'Creatinine'; the list: "
+                            f"METHOD.md \"Stage 1b\")")
         if column in mapping:
             raise PacxError(f"{source}: column {column!r} is mapped twice (also in {where[column]})")
         mapping[column], where[column] = LAB_ITEMIDS[j], source
