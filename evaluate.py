@@ -17,6 +17,10 @@ segmentation decoder on frozen patch tokens (Dice, IoU); ridge alignment probe t
     python evaluate.py --backbones ... --task TB --data_root shenzhen/   # a paper benchmark by name (TASKS_README)
 
 A CSV argument is one file with a split column (train / val / test) or three comma-separated files train,val,test.
+A random-init backbone (`random=`) takes the architecture of the others (their checkpoints' configs, or --model for
+files without one), so the comparison is between weights, not model sizes; others that differ among themselves leave
+it no architecture to take and are refused. A label fraction whose training rows cannot hold a positive and a
+negative of every label is reported as not computable (pacx/eval/lowlabel.py).
 Writes out_dir/results.json (every number with its interval) and out_dir/results.md (paper-style tables). Fine-tuning
 runs checkpoint themselves in out_dir/finetune/ (pacx.eval.finetune): after a crash, --resume continues bit-identically.
 """
@@ -38,16 +42,19 @@ from pacx.eval import report
 from pacx.eval.alignment import alignment_probe
 from pacx.eval.finetune import (Classifier, finetune_run, prepare_eval_dir, prepare_finetune, previous_evaluation,
                                 run_file)
-from pacx.eval.lowlabel import subsample_indices
+from pacx.eval.lowlabel import low_label_subsets
 from pacx.eval.metrics import TASKS
 from pacx.eval.probe import (ProbeConfig, extract_features, image_label_sample, logistic_probe, num_outputs,
                              row_loader, standardize, to_probabilities, train_linear_probe)
 from pacx.eval.rollout import rollout_input, rollout_map, save_rollout_figures
 from pacx.eval.segmentation import SegConfig, evaluate_segmentation, seg_item, train_segmentation
 from pacx.eval.splits import SPLITS, Part, load_targets, read_splits
-from pacx.models.vit import VisionTransformer
-from pacx.weights import load_backbone, vit_config
+from pacx.loader import cap_workers
+from pacx.models.vit import ViTConfig, VisionTransformer
+from pacx.weights import load_backbone, read_checkpoint, vit_config, with_img_size
 
+# The ViTConfig fields that make two backbones the same model to compare (LayerNorm eps, say, does not).
+ARCHITECTURE = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "num_registers")
 # What a fine-tuning run's file must have been written with to be resumed (with the backbone and label fraction).
 RUN_OPTIONS = ("model", "img_size", "task", "data_root", "task_csv", "image_column", "image_root", "label_columns",
                "task_type", "classes", "split_column", "mode", "finetune_epochs", "finetune_lr", "backbone_lr_scale",
@@ -166,15 +173,40 @@ def parse_backbones(specs: tuple[str, ...], reference: str) -> tuple[list[tuple[
     return out, ref
 
 
-def build_backbone(path: str, cfg: Config) -> tuple[VisionTransformer, bool]:
-    """The backbone at `path` (a random init of --model when empty) and whether it is a Stage-2 (PaCX) encoder."""
-    torch.manual_seed(cfg.seed)  # a random backbone is the same in every run
+def random_architecture(backbones: list[tuple[str, str]], ref: str, cfg: Config, log) -> ViTConfig:
+    """The config of the random-init (empty path) backbones: the architecture of the others, as `load_vit` builds
+    them (a checkpoint's own config, else the --model preset; --img_size for all), taken from the reference when it
+    has a checkpoint. Others of different architectures leave no single one to take: refused. No others: --model."""
+    others = {name: with_img_size(read_checkpoint(path).vit_config() or vit_config(cfg.model), cfg.img_size)
+              for name, path in backbones if path}
+    if not others:
+        return vit_config(cfg.model, cfg.img_size)
+
+    def describe(c: ViTConfig) -> str:
+        return f"{c.img_size} px, patch {c.patch_size}, width {c.embed_dim}, depth {c.depth}, {c.num_heads} heads"
+
+    shapes = {tuple(getattr(c, f) for f in ARCHITECTURE) for c in others.values()}
+    if len(shapes) > 1:
+        raise PacxError("--backbones: a random-init backbone (empty path) takes the architecture of the others, but "
+                        "they differ (" + "; ".join(f"{n}: {describe(c)}" for n, c in others.items()) + "); compare "
+                        "those without the random one, or evaluate it with each in its own run")
+    source = ref if ref in others else next(iter(others))
+    log(f"random init: the architecture of {source} ({describe(others[source])})")
+    return others[source]
+
+
+def build_backbone(path: str, cfg: Config, random_cfg: ViTConfig) -> tuple[VisionTransformer, bool]:
+    """The backbone of checkpoint `path` and whether it is a Stage-2 (PaCX) encoder, or a random init of
+    `random_cfg` (seeded: the same in every run)."""
+    torch.manual_seed(cfg.seed)
+    if not path:
+        return VisionTransformer(random_cfg), False
     model, ckpt = load_backbone(path, cfg.model, cfg.img_size, cfg.norm_eps or None)
-    return model, ckpt is not None and ckpt.stage2
+    return model, ckpt.stage2
 
 
-def finetune_model(path: str, n_out: int, cfg: Config) -> Classifier:
-    backbone, stage2 = build_backbone(path, cfg)
+def finetune_model(path: str, n_out: int, cfg: Config, random_cfg: ViTConfig) -> Classifier:
+    backbone, stage2 = build_backbone(path, cfg, random_cfg)
     return prepare_finetune(backbone, n_out, cfg.mode, cfg.seed, head_only=stage2 and cfg.stage2_finetune == "head")
 
 
@@ -242,7 +274,7 @@ def probe(feats: dict, task: dict[str, Part], rows: np.ndarray, n_classes, cfg: 
 
 
 def finetune(name: str, path: str, size: int, frac: float, task: dict[str, Part], rows: np.ndarray, n_classes,
-             cfg: Config, rt, out: Path, tag: str):
+             cfg: Config, rt, out: Path, tag: str, random_cfg: ViTConfig):
     """One resumable fine-tuning run (full or LoRA) of the backbone `path` (input `size`) on the training `rows`:
     (p_val, p_test, summary)."""
     train = Part(task["train"].data, task["train"].rows[rows], [])
@@ -251,7 +283,7 @@ def finetune(name: str, path: str, size: int, frac: float, task: dict[str, Part]
     run = dict(backbone=name, checkpoint=path, fraction=frac, **{k: getattr(cfg, k) for k in RUN_OPTIONS})
     return finetune_run(
         run_file(out, name, frac), run, cfg.resume,
-        make_model=lambda: finetune_model(path, n_out, cfg),
+        make_model=lambda: finetune_model(path, n_out, cfg, random_cfg),
         train_loader=lambda epoch, start: loader(train, train_fn, cfg.batch_size, cfg, rt, True, epoch, start),
         val_loader=loader(task["val"], eval_fn, cfg.batch_size, cfg, rt),
         test_loader=loader(task["test"], eval_fn, cfg.batch_size, cfg, rt), y_val=task["val"].y,
@@ -278,10 +310,11 @@ def segment(name: str, backbone: VisionTransformer, seg: dict[str, Part], cfg: C
             "best_val_dice": info["best_val_dice"]}
 
 
-def evaluate_backbone(name: str, path: str, task, seg, targets, subsets: dict, cfg: Config, rt, out: Path) -> dict:
+def evaluate_backbone(name: str, path: str, task, seg, targets, subsets: dict, cfg: Config, rt, out: Path,
+                      random_cfg: ViTConfig) -> dict:
     """Everything measured on one backbone: classification at each label fraction, alignment, segmentation and the
     rollout maps (the report turns them into intervals and differences)."""
-    backbone = build_backbone(path, cfg)[0].to(rt.device)
+    backbone = build_backbone(path, cfg, random_cfg)[0].to(rt.device)
     params = sum(p.numel() for p in backbone.parameters())
     result = {"info": {"path": path or "random init", "config": asdict(backbone.cfg), "parameters": params},
               "classification": {}, "alignment": {}}
@@ -295,7 +328,7 @@ def evaluate_backbone(name: str, path: str, task, seg, targets, subsets: dict, c
         tag = f"{name} {frac:g} ({len(rows)} train)"
         p_val, p_test, info = (probe(probe_feats, task, rows, n_classes, cfg, rt, tag) if probing else
                                finetune(name, path, backbone.cfg.img_size, frac, task, rows, n_classes, cfg, rt, out,
-                                        tag))
+                                        tag, random_cfg))
         rt.print0(f"{cfg.mode} {tag}: best epoch {info['best_epoch']}, val AUROC {info['best_val_auroc']:.4f}")
         result["classification"][frac] = {"p_val": p_val, "p_test": p_test, "n_train": len(rows),
                                           "best_epoch": info["best_epoch"], "best_val_auroc": info["best_val_auroc"]}
@@ -320,7 +353,7 @@ def evaluate_backbone(name: str, path: str, task, seg, targets, subsets: dict, c
     return result
 
 
-def write_report(cfg: Config, outputs: dict, task, targets, ref: str, out: Path, log) -> None:
+def write_report(cfg: Config, outputs: dict, task, targets, ref: str, out: Path, log, skipped: dict) -> None:
     """results.json and results.md from every backbone's outputs (pacx.eval.report)."""
     names, B = list(outputs), cfg.bootstrap
     # Not resume / overwrite (how, not what): a resumed evaluation writes the results.json of an uninterrupted one.
@@ -330,14 +363,14 @@ def write_report(cfg: Config, outputs: dict, task, targets, ref: str, out: Path,
                "interval": f"median and 2.5 / 97.5 percentiles over {B} bootstrap resamples of the test set",
                "backbones": infos}
     md = report.header(infos, ref, B)
-    if any(o["classification"] for o in outputs.values()):
+    if any(o["classification"] for o in outputs.values()) or skipped:
         labels = list(cfg.label_columns) if cfg.task_type != "multiclass" else \
             list(cfg.classes) or [str(k) for k in range(n_classes_of(cfg, task))]
         info = {"name": cfg.task_name or Path(cfg.task_csv[0]).stem, "type": cfg.task_type, "mode": cfg.mode,
                 "labels": labels}
-        runs = {f: {n: outputs[n]["classification"][f] for n in names} for f in cfg.fractions}
+        runs = {f: {n: outputs[n]["classification"][f] for n in names} for f in cfg.fractions if f not in skipped}
         results["classification"], lines = report.classification_section(runs, task["val"].y, task["test"].y, info,
-                                                                         names, ref, B, cfg.seed, log)
+                                                                         names, ref, B, cfg.seed, log, skipped)
         md += lines
         if "logreg" in outputs[ref]:
             runs = {f: {n: outputs[n]["logreg"][f] for n in names} for f in cfg.fractions}
@@ -369,6 +402,7 @@ def main(argv=None):
     cfg = parse_config(Config, argv, __doc__)
     check(cfg)
     rt = init_runtime(cfg.device, cfg.seed, cfg.amp)
+    cfg = replace(cfg, workers=cap_workers(cfg.workers, rt.print0))
     out = prepare_eval_dir(cfg.out_dir, cfg.resume, cfg.overwrite)
     if cfg.task:  # the benchmark's split table, written into out_dir, read as a --task_csv / --seg_csv would be
         cfg = replace(cfg, **resolve(cfg.task, cfg.data_root, out))
@@ -380,11 +414,13 @@ def main(argv=None):
     if cfg.overwrite:  # the inputs are read and checked: only now may the previous evaluation go
         rundir.clear(previous_evaluation(out))
     classify = task is not None and bool(cfg.label_columns)
-    subsets = {f: subsample_indices(task["train"].y, f, cfg.seed) for f in cfg.fractions} if classify else {}
+    subsets, skipped = low_label_subsets(task["train"].y, cfg.fractions, cfg.seed, list(cfg.label_columns),
+                                         rt.print0) if classify else ({}, {})
+    random_cfg = random_architecture(backbones, ref, cfg, rt.print0) if any(not p for _, p in backbones) else None
 
-    outputs = {name: evaluate_backbone(name, path, task, seg, targets, subsets, cfg, rt, out)
+    outputs = {name: evaluate_backbone(name, path, task, seg, targets, subsets, cfg, rt, out, random_cfg)
                for name, path in backbones}
-    write_report(cfg, outputs, task, targets, ref, out, rt.print0)
+    write_report(cfg, outputs, task, targets, ref, out, rt.print0, skipped)
 
 
 if __name__ == "__main__":

@@ -9,15 +9,22 @@ every trainable parameter; 5 warmup epochs then cosine with floor 0.01, stepped 
 
     python train_distill.py --data data_npy --init runs/mae/last.pt --labs_dae runs/labs/last.pt \
         --ecg_weights 12_lead_ECGFounder.pth
+    python train_distill.py --data triplets.csv --labs_table my_labs.csv --lab_columns crea=50912,hb=51222 \
+        --init runs/mae/last.pt --labs_dae runs/labs/last.pt --ecg_weights 12_lead_ECGFounder.pth
     torchrun --nproc_per_node=4 train_distill.py --data data_npy --init mae_pretrain_vit_base.pth ...
+
+Raw triplets: one CSV row per admission (image path, WFDB record, lab row id, split); the lab table is read by the
+rule of `pacx.data.lab_table` (the one train_labs.py uses), and its percentiles come from the lab_percentiles.json
+train_labs.py saved beside --labs_dae when it is there.
 
 Writes out_dir/last.pt (resumable state), out_dir/encoder.pt (the merged plain ViT of the epoch with the best
 validation loss, as the original exports; of the last step without --val_split), encoder_last.pt (the last epoch's),
-metrics.jsonl, config.json.
+retrieval.json (the latest validation retrieval with intervals), metrics.jsonl, config.json.
 """
 import json
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +36,13 @@ from pacx.config import opt, parse_config
 from pacx.data.symile import SymileMIMIC
 from pacx.data.tables import cell_error, file_column, read_table
 from pacx.data.images import read_rgb_tensor
-from pacx.data.targets import symile_targets, triplet_targets
+from pacx.data.lab_table import LAB_COLUMNS_HELP, LAB_MAP_HELP, lab_mapping
+from pacx.data.targets import LabInputs, read_lab_inputs, symile_targets, triplet_targets
 from pacx.data.transforms import denormalize, distill_train, eval_resize
 from pacx.dist import all_reduce_mean, init_runtime, shutdown, wrap_for_training
 from pacx.errors import DataError, PacxError, exit_on_error
 from pacx.eval.metrics import wilson_interval
-from pacx.loader import GlobalBatchSampler, SeededView, check_batch, make_loader
+from pacx.loader import GlobalBatchSampler, SeededView, cap_workers, check_batch, make_loader
 from pacx.models.heads import HeadsConfig, retrieval_metrics
 from pacx.models.pacx_model import PaCX, PaCXConfig, export_checkpoint
 from pacx.optim import make_adamw, param_groups
@@ -53,7 +61,11 @@ class Config(TrainConfig):
     image_column: str = opt("cxr_path", "triplets: image-path column")
     ecg_column: str = opt("ecg_path", "triplets: WFDB record column (path without extension)")
     lab_id_column: str = opt("hadm_id", "triplets: column naming the row of --labs_table (same name there)")
-    labs_table: str = opt("", "triplets: raw labs CSV, one column per lab (percentiles fitted on the train rows)")
+    labs_table: str = opt("", "triplets: raw labs CSV, one row per --lab_id_column value, any of the 50 labs as "
+                              "columns (percentiles: --labs_dae's lab_percentiles.json, else fitted on the train "
+                              "rows)")
+    lab_columns: tuple[str, ...] = opt((), LAB_COLUMNS_HELP)
+    lab_map: str = opt("", LAB_MAP_HELP)
     init: str = opt("", "Stage-1 weights: a pacx train_mae.py last.pt, an official MAE .pth or a PaCX Lightning "
                         "Stage-1 .ckpt ('' = random init, for tests only)")
     model: str = opt("base", "ViT preset when --init carries no config: base | small | tiny")
@@ -100,6 +112,7 @@ def shuffled(targets: dict, seed: int) -> dict:
 
 
 def symile_split(cfg: Config, split: str, rt, train: bool, size: int):
+    """(the split's samples, 0): Symile ECGs hold all 12 leads."""
     data = SymileMIMIC(cfg.data, split)
     targets = symile_targets(Path(cfg.data) / split, split, cfg.ecg_weights or None, cfg.labs_dae or None,
                              Path(cfg.targets_cache), rt.device, cfg.notch_hz, cfg.zero_missing_labs, rt.print0,
@@ -111,13 +124,12 @@ def symile_split(cfg: Config, split: str, rt, train: bool, size: int):
         img = distill_train(img, g, size) if train else eval_resize((img * 255).round().to(torch.uint8), size)
         return img, targets["ecg"][i], targets["labs"][i]
 
-    return SeededView(range(len(data)), sample)
+    return SeededView(range(len(data)), sample), 0
 
 
-def triplet_split(cfg: Config, split: str, rt, train: bool, size: int):
+def triplet_split(cfg: Config, split: str, rt, train: bool, size: int, labs: LabInputs):
+    """(the split's samples, how many of its ECG records had their limb leads derived from I and II)."""
     df = read_table(cfg.data, [cfg.image_column, cfg.ecg_column, cfg.lab_id_column, cfg.split_column])
-    if not cfg.labs_table:
-        raise PacxError("--labs_table is required with a triplet CSV (the raw lab values of each --lab_id_column)")
     root = Path(cfg.data).parent
     rows = np.flatnonzero(df[cfg.split_column] == split)
     if not len(rows):
@@ -130,10 +142,9 @@ def triplet_split(cfg: Config, split: str, rt, train: bool, size: int):
         raise cell_error(cfg.data, int(np.flatnonzero((ids == "").to_numpy())[0]), cfg.lab_id_column,
                          "an admission id (a row of --labs_table)", "")
     train_ids = ids[df[cfg.split_column] == cfg.train_split].tolist()
-    targets = triplet_targets(Path(cfg.data), rows, split, ecg_paths, ids.iloc[rows].tolist(),
-                              train_ids, Path(cfg.labs_table), cfg.lab_id_column, cfg.ecg_weights or None,
-                              cfg.labs_dae or None, Path(cfg.targets_cache), rt.device, cfg.notch_hz,
-                              cfg.zero_missing_labs, rt.print0, with_ecg=cfg.use_ecg)
+    targets = triplet_targets(Path(cfg.data), rows, split, ecg_paths, ids.iloc[rows].tolist(), train_ids, labs,
+                              cfg.ecg_weights or None, cfg.labs_dae or None, Path(cfg.targets_cache), rt.device,
+                              cfg.notch_hz, cfg.zero_missing_labs, rt.print0, cfg.use_ecg, cfg.ecg_column)
     targets = shuffled(targets, cfg.seed) if train and cfg.shuffle_pairs else targets
 
     def sample(i, g):
@@ -141,7 +152,7 @@ def triplet_split(cfg: Config, split: str, rt, train: bool, size: int):
         img = distill_train(img, g, size) if train else eval_resize(img, size)
         return img, targets["ecg"][i], targets["labs"][i]
 
-    return SeededView(range(len(images)), sample)
+    return SeededView(range(len(images)), sample), int(targets.get("ecg_derived", 0))
 
 
 @torch.no_grad()
@@ -182,20 +193,34 @@ def retrieval_report(retrieval: dict, batch: int, epoch: int) -> dict:
 def data_loaders(cfg: Config, rt, size: int):
     """Training and validation loaders of Symile-MIMIC arrays or raw triplets, with their frozen-encoder targets
     (computed once, on rank 0; the other ranks then read its cache)."""
+    triplets = not Path(cfg.data).is_dir()
+    mapping = lab_mapping(cfg.lab_columns, cfg.lab_map)
+    if triplets and not cfg.labs_table:
+        raise PacxError("--labs_table is required with a triplet CSV (the raw lab values of each --lab_id_column)")
+    if not triplets and (cfg.labs_table or mapping):
+        raise PacxError(f"{cfg.data}: a Symile-MIMIC folder holds its lab percentiles; --labs_table, --lab_columns "
+                        f"and --lab_map go with a triplet CSV")
+    # Read (and checked) by every rank, before any waits for rank 0's targets: a bad table stops them all at once.
+    labs = read_lab_inputs(cfg.labs_table, cfg.lab_id_column, mapping, cfg.labs_dae or None, rt.print0) \
+        if triplets else None
     if rt.distributed and not rt.is_main:
         dist.barrier()
-    split_data = symile_split if Path(cfg.data).is_dir() else triplet_split
-    train_set = split_data(cfg, cfg.train_split, rt, True, size)
-    val_set = split_data(cfg, cfg.val_split, rt, False, size) if cfg.val_split else None
+    split_data = partial(triplet_split, labs=labs) if triplets else symile_split
+    train_set, derived = split_data(cfg, cfg.train_split, rt, True, size)
+    val_set, val_derived = split_data(cfg, cfg.val_split, rt, False, size) if cfg.val_split else (None, 0)
     if rt.distributed and rt.is_main:
         dist.barrier()
+    if derived + val_derived:  # once per run, not per record
+        rt.print0(f"ECG: {derived + val_derived} record(s) lack some of III, aVR, aVL, aVF; derived from I and II "
+                  f"(III = II - I, aVR = -(I + II)/2, aVL = I - II/2, aVF = II - I/2)")
+    workers = cap_workers(cfg.workers, rt.print0)
     sampler = GlobalBatchSampler(len(train_set), cfg.batch_size, rt.rank, rt.world_size, cfg.seed)
-    loader = make_loader(train_set, sampler, cfg.workers, rt.device)
+    loader = make_loader(train_set, sampler, workers, rt.device)
     val_loader = None
     if val_set is not None:
         val_batch = min(cfg.batch_size, len(val_set) // rt.world_size * rt.world_size)
         val_sampler = GlobalBatchSampler(len(val_set), val_batch, rt.rank, rt.world_size, cfg.seed, shuffle=False)
-        val_loader = make_loader(val_set, val_sampler, cfg.workers, rt.device)
+        val_loader = make_loader(val_set, val_sampler, workers, rt.device)
     return sampler, loader, val_loader
 
 

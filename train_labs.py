@@ -6,11 +6,13 @@ step, batch 256, 50 epochs.
 
     python train_labs.py --data data_npy                # Symile-MIMIC labs_percentiles / labs_missingness (train/)
     python train_labs.py --data labs_train.csv          # a raw table: one column per lab (itemid or name)
+    python train_labs.py --data my_labs.csv --lab_id_column patient --lab_columns crea=50912,hb=51222
     torchrun --nproc_per_node=2 train_labs.py --data data_npy
 
-From a raw table the empirical-CDF percentile transform is fitted on that training table and saved as
-out_dir/lab_percentiles.json. Writes out_dir/last.pt (with the config that rebuilds the DAE), metrics.jsonl,
-config.json.
+A raw table may hold any subset of the 50 labs under any column names (`pacx.data.lab_table` gives the rule: the
+mapping, the unit checks, the lines naming labs without a column and columns not used). Its empirical-CDF percentile
+transform is fitted on that training table and saved as out_dir/lab_percentiles.json, which train_distill.py reads
+beside the checkpoint. Writes out_dir/last.pt (with the config that rebuilds the DAE), metrics.jsonl, config.json.
 """
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,10 +21,12 @@ import torch
 
 from pacx import checkpoint as ckpt
 from pacx.config import opt, parse_config
-from pacx.data.stage1 import LAB_TRANSFORM, lab_arrays
+from pacx.data.lab_table import LAB_COLUMNS_HELP, LAB_MAP_HELP, lab_mapping
+from pacx.data.labs import LAB_TRANSFORM
+from pacx.data.stage1 import lab_arrays
 from pacx.dist import all_reduce_mean, init_runtime, micro_batches, shutdown, sync_gradients, wrap_for_training
 from pacx.errors import PacxError, exit_on_error
-from pacx.loader import GlobalBatchSampler, SeededView, make_loader
+from pacx.loader import GlobalBatchSampler, SeededView, cap_workers, make_loader
 from pacx.models.labs_dae import LabDAE, LabDAEConfig
 from pacx.optim import make_adamw, param_groups
 from pacx.training import Run, TrainConfig, prepare_run_dir
@@ -30,8 +34,12 @@ from pacx.training import Run, TrainConfig, prepare_run_dir
 
 @dataclass
 class Config(TrainConfig):
-    data: str = opt("", "a Symile-MIMIC data_npy/ folder, its train/ split folder, or a raw labs CSV (one column per "
-                        "lab)")
+    data: str = opt("", "a Symile-MIMIC data_npy/ folder, its train/ split folder, or a raw labs CSV (any of the 50 "
+                        "labs as columns, by itemid, name or --lab_columns / --lab_map)")
+    lab_id_column: str = opt("", "lab table: the column naming each row (an admission or patient id; its values must "
+                                 "be unique), '' for none")
+    lab_columns: tuple[str, ...] = opt((), LAB_COLUMNS_HELP)
+    lab_map: str = opt("", LAB_MAP_HELP)
     accum_steps: int = opt(1, "split each process's batch into this many micro-batches whose gradients add up "
                               "before one optimizer step (same result, less memory; DDP syncs only on the last)")
     epochs: int = opt(50, "training epochs")
@@ -66,14 +74,16 @@ def main(argv=None):
     resume_from = prepare_run_dir(cfg, rt)
 
     model = LabDAE(LabDAEConfig())
-    x, m, transform = lab_arrays(cfg.data)
+    x, m, transform = lab_arrays(cfg.data, cfg.lab_id_column or None, lab_mapping(cfg.lab_columns, cfg.lab_map),
+                                 rt.print0)
     dataset = SeededView(range(len(x)), DropNoise(x, m))
     sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, rt.rank, rt.world_size, cfg.seed)
-    loader = make_loader(dataset, sampler, cfg.workers, rt.device)
+    loader = make_loader(dataset, sampler, cap_workers(cfg.workers, rt.print0), rt.device)
 
     model.to(rt.device)
     optimizer = make_adamw(param_groups(model, cfg.weight_decay, cfg.decay_all), cfg.lr)
-    run = Run(cfg, rt, model, optimizer, sampler, {"kind": "lab_dae", **asdict(model.cfg)}, resume_from)
+    run = Run(cfg, rt, model, optimizer, sampler, {"kind": "lab_dae", **asdict(model.cfg)}, resume_from,
+              unit="patients")
     if transform is not None and rt.is_main:  # Stage 2 reads the transform the DAE was trained with
         transform.save(Path(cfg.out_dir) / LAB_TRANSFORM)
     rt.print0(f"lab DAE: {sum(p.numel() for p in model.parameters()):,} parameters, {len(dataset)} patients, "

@@ -23,7 +23,7 @@ from pacx.data.stage1 import image_dataset
 from pacx.data.transforms import mae_train
 from pacx.dist import init_runtime, micro_batches, shutdown, sync_gradients, wrap_for_training
 from pacx.errors import PacxError, exit_on_error
-from pacx.loader import GlobalBatchSampler, SeededView, make_loader
+from pacx.loader import GlobalBatchSampler, SeededView, cap_workers, make_loader
 from pacx.models.mae import MaskedAutoencoder
 from pacx.optim import make_adamw, param_groups
 from pacx.training import Run, TrainConfig, prepare_run_dir
@@ -82,7 +82,7 @@ def main(argv=None):
     images = image_dataset(cfg.data, cfg.image_column, cfg.image_root, cfg.split_column, cfg.split)
     dataset = SeededView(images, partial(mae_sample, size=model.cfg.img_size, num_patches=model.cfg.num_patches))
     sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, rt.rank, rt.world_size, cfg.seed)
-    loader = make_loader(dataset, sampler, cfg.workers, rt.device)
+    loader = make_loader(dataset, sampler, cap_workers(cfg.workers, rt.print0), rt.device)
 
     model.to(rt.device)
     optimizer = make_adamw(param_groups(model, cfg.weight_decay, cfg.decay_all), cfg.lr, betas=(0.9, 0.95))

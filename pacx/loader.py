@@ -10,6 +10,8 @@ sample's randomness (crop, flip, MAE mask noise) from a generator seeded with it
 A sample that cannot be read does not raise inside a worker (which would surface as a multi-page traceback): the
 worker returns a `SampleFailure` carrying the one-line message, and the training loop raises it as a `DataError`.
 """
+import os
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
@@ -21,9 +23,11 @@ class GlobalBatchSampler(Sampler):
     def __init__(self, n: int, global_batch: int, rank: int = 0, world_size: int = 1, seed: int = 0,
                  shuffle: bool = True):
         if global_batch % world_size:
-            raise DataError(f"global batch {global_batch} is not divisible by the number of processes {world_size}")
+            raise DataError(f"--batch_size {global_batch} (the global batch) is not divisible by the number of "
+                            f"processes {world_size}")
         if n < global_batch:
-            raise DataError(f"the data set has {n} samples, fewer than one global batch of {global_batch}")
+            raise DataError(f"--batch_size {global_batch} is larger than the data set ({n} samples): no full batch to "
+                            f"train on; pass --batch_size {n} or less")
         self.n, self.global_batch, self.rank, self.world_size = n, global_batch, rank, world_size
         self.local_batch = global_batch // world_size
         self.seed, self.shuffle = seed, shuffle
@@ -84,6 +88,17 @@ def check_batch(batch):
     if isinstance(batch, SampleFailure):
         raise DataError(batch.message)
     return batch
+
+
+def cap_workers(requested: int, log=print) -> int:
+    """`--workers`, capped at the CPU cores this process may use: beyond that workers only compete for the cores,
+    and torch warns about it on every loader it starts. One `log` line says when the cap applies."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if requested > cores:
+        log(f"--workers {requested}: this process may use {cores} CPU core(s), so {cores} data-loading worker(s) "
+            f"are used")
+        return cores
+    return requested
 
 
 def make_loader(dataset: Dataset, sampler: GlobalBatchSampler, workers: int, device: torch.device) -> DataLoader:

@@ -59,10 +59,11 @@ class Progress:
     """Tracks steps done out of `total` and formats `step 120/4000 | loss 0.71 | ... | 52.1 img/s | ETA 1:02:11`.
 
     Throughput and ETA use the wall time since this process started stepping, so a resumed run's ETA is honest.
+    `unit`: what a sample is, for the throughput ("img", "patients").
     """
 
-    def __init__(self, total_steps: int, start_step: int = 0):
-        self.total, self.start_step = total_steps, start_step
+    def __init__(self, total_steps: int, start_step: int = 0, unit: str = "img"):
+        self.total, self.start_step, self.unit = total_steps, start_step, unit
         self.t0 = time.perf_counter()
         self.samples = 0
 
@@ -77,7 +78,7 @@ class Progress:
         parts = [f"step {step}/{self.total}"]
         for k, v in values.items():
             parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
-        parts += [f"{rate:.1f} img/s", f"ETA {_fmt_seconds(eta)}"]
+        parts += [f"{rate:.1f} {self.unit}/s", f"ETA {_fmt_seconds(eta)}"]
         return " | ".join(parts)
 
     def images_per_second(self) -> float:

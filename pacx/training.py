@@ -117,7 +117,8 @@ class Run:
 
     def __init__(self, cfg: TrainConfig, rt: Runtime, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  sampler: GlobalBatchSampler, model_config: dict, resume_from: Path | None,
-                 on_save: Callable[[], None] | None = None, show: tuple[str, ...] | None = None):
+                 on_save: Callable[[], None] | None = None, show: tuple[str, ...] | None = None,
+                 unit: str = "img"):
         self.cfg, self.rt, self.model, self.optimizer, self.sampler = cfg, rt, model, optimizer, sampler
         self.model_config, self.on_save, self.show = model_config, on_save, show
         self.out = Path(cfg.out_dir)
@@ -136,7 +137,7 @@ class Run:
             rt.print0(f"warning: the warmup ({self.warmup:g} epochs) is as long as the training ({cfg.epochs} "
                       f"epochs): the learning rate never reaches --lr {cfg.lr:g}; shorten --warmup_epochs / "
                       f"--warmup_steps")
-        self.progress = Progress(self.total_steps, start_step=self.step)
+        self.progress = Progress(self.total_steps, start_step=self.step, unit=unit)  # unit: what a sample is
         self.meter = LossMeter()
         self.epoch = self.step // self.steps_per_epoch
 

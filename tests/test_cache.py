@@ -166,3 +166,18 @@ def test_cli_builds_and_reports_errors_in_one_line(tmp_path, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "nothing" in err
+
+
+def test_cli_caches_one_split_of_a_csv(tmp_path, capsys):
+    """--split_column / --split: only that split's rows, in the CSV's order, each against its own PIL reference."""
+    paths = write_images(tmp_path / "imgs")
+    splits = ["val", "train", "test", "train"]
+    (tmp_path / "all.csv").write_text("path,split\n" + "".join(f"imgs/{p.name},{s}\n" for p, s in zip(paths, splits)))
+    main(["--data", str(tmp_path / "all.csv"), "--image_column", "path", "--split_column", "split", "--out",
+          str(tmp_path / "train_cache"), "--size", str(S), "--workers", "0"])
+    cache = CachedImages(tmp_path / "train_cache")
+    train = [paths[1], paths[3]]
+    assert [s["path"] for s in json.loads((tmp_path / "train_cache" / INDEX).read_text())["sources"]] == \
+        [str(p.resolve()) for p in train]
+    for k, p in enumerate(train):
+        assert_close_to_pil(cache[k]["image"][0].numpy(), pil_reference(read_gray(p), S))

@@ -114,6 +114,30 @@ def test_image_folder_list_sorted_recursive(tmp_path):
     raises(lambda: ImageFolderList(tmp_path / "missing"), "missing", "no such folder")
 
 
+def test_image_folder_finds_dicom_files_without_extension(tmp_path):
+    """A PACS export: DICOM files named by UID ('1.2.840...' ends in a number, not an extension) or with no extension
+    at all, beside DICOMDIR (the export's index, no image) and other files. Found by the 'DICM' marker, read as the
+    same image written with a .dcm name."""
+    pytest.importorskip("pydicom")
+    from test_images import write_dicom
+
+    pixels = np.arange(48, dtype=np.uint16).reshape(6, 8) * 80  # up to 3760: within 12 bits
+    write_dicom(tmp_path / "ref.dcm", pixels, 12)
+    export = tmp_path / "export"
+    (export / "S1").mkdir(parents=True)
+    for name in ("S1/IM00001", "S1/1.2.840.113619.2.55.3.604688119"):
+        (export / name).write_bytes((tmp_path / "ref.dcm").read_bytes())
+    (export / "DICOMDIR").write_bytes((tmp_path / "ref.dcm").read_bytes())  # an index by name: skipped unread
+    (export / "README").write_text("exported by the PACS")
+    ds = ImageFolderList(export)
+    assert [Path(p).relative_to(export).as_posix() for p in ds.paths] == ["S1/1.2.840.113619.2.55.3.604688119",
+                                                                           "S1/IM00001"]
+    lo, hi = pixels.min(), pixels.max()  # pacx.data.images: a 12-bit image is min-max scaled to 8 bits
+    expected = torch.from_numpy(np.rint((pixels - lo) / (hi - lo) * 255).astype(np.uint8)).expand(3, -1, -1)
+    for i in range(2):
+        assert torch.equal(ds[i]["image"], expected)
+
+
 # ---- CheXpert ----
 
 def chexpert_tree(tmp_path: Path, codes: list[list]) -> Path:

@@ -172,3 +172,32 @@ def test_short_record_is_zero_padded_at_the_end(tmp_path):
     assert meta["padded_samples"] == 2000
     np.testing.assert_allclose(sig[:, :3000], data.T, atol=1e-6)
     assert (sig[:, 3000:] == 0).all()
+
+
+@pytest.mark.parametrize("record", ["HR06000", "JS00001", "E07500"])
+def test_eight_lead_export_gets_its_limb_leads_from_i_and_ii(tmp_path, record):
+    """An 8-lead export (I, II, V1-V6, here in another order) of a real 12-lead record: the four leads it lacks are
+    computed from I and II and match the ones the device recorded (Einthoven / Goldberger hold on real signals to
+    the 1 uV quantum)."""
+    full, _ = read_wfdb_ecg(sample(f"cinc2021_dat/{record}"))
+    keep = ["V6", "I", "V1", "V2", "II", "V3", "V4", "V5"]
+    stored = np.stack([full[ECGFOUNDER_LEADS.index(n)] for n in keep], axis=1).astype(np.float64)  # (L, 8) mV
+    sig, meta = read_wfdb_ecg(write_record(tmp_path, "eight", stored, keep))
+    assert meta["derived"] == ["III", "aVR", "aVL", "aVF"]
+    for k, lead in enumerate(ECGFOUNDER_LEADS):
+        tolerance = 1e-6 if lead in keep else 5e-3  # stored leads come back exactly; derived ones within a few uV
+        np.testing.assert_allclose(sig[k], full[k], atol=tolerance, err_msg=lead)
+
+
+def test_only_the_absent_limb_leads_are_derived_and_fewer_than_eight_are_refused(tmp_path):
+    data = np.round(np.random.default_rng(2).normal(size=(5000, 12)), 3)  # independent leads: no law holds
+    names = [n for n in ECGFOUNDER_LEADS if n != "aVR"]
+    sig, meta = read_wfdb_ecg(write_record(tmp_path, "no_avr", data[:, [ECGFOUNDER_LEADS.index(n) for n in names]],
+                                           names))
+    assert meta["derived"] == ["aVR"]
+    np.testing.assert_allclose(sig[ECGFOUNDER_LEADS.index("III")], data[:, 2], atol=1e-6)  # the stored III, kept
+    np.testing.assert_allclose(sig[ECGFOUNDER_LEADS.index("aVR")], -(data[:, 0] + data[:, 1]) / 2, atol=1e-6)
+    seven = [n for n in ECGFOUNDER_LEADS if n not in ("II", "III", "aVR", "aVL", "aVF")]
+    with pytest.raises(ECGReadError, match=r"seven: record lacks standard leads \['II'\] .*I, II and V1-V6 are "
+                                           r"required"):
+        read_wfdb_ecg(write_record(tmp_path, "seven", data[:, :7], seven))

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from functools import partial
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -266,3 +267,60 @@ def test_end_to_end_logreg_column(data, tmp_path):
     assert 0 <= res["classification_logreg"]["fractions"]["1"]["backbones"]["saved"]["test"]["auroc"]["value"] <= 1
     assert "## Classification: task (binary, converged logistic-regression probe)" in \
         (tmp_path / "lr" / "results.md").read_text()
+
+
+def test_random_backbone_takes_the_architecture_of_the_others(data, tmp_path, capsys):
+    """Without --model / --img_size a random init used to be a ViT-B at 224 px next to a tiny 64 px checkpoint; it now
+    is the checkpoint's architecture (the config the fixture wrote), and others of different sizes are refused."""
+    common = ["--task_csv", str(data / "task.csv"), "--label_columns", "finding", "--task_type", "binary",
+              "--fractions", "1", "--probe_epochs", "1", "--device", "cpu", "--workers", "0", "--batch_size", "8",
+              "--bootstrap", "10"]
+    evaluate.main(["--backbones", f"random=,saved={data / 'vit.pt'}", *common, "--out_dir", str(tmp_path / "a")])
+    info = json.loads((tmp_path / "a" / "results.json").read_text())["backbones"]
+    assert info["random"]["config"] == asdict(vit_tiny()) == info["saved"]["config"]
+    assert info["random"]["parameters"] == info["saved"]["parameters"]
+    assert "random init: the architecture of saved (64 px, patch 8, width 64, depth 4, 4 heads)" in \
+        capsys.readouterr().out
+
+    torch.save({"model": VisionTransformer(vit_tiny(embed_dim=32, num_heads=2)).state_dict(),
+                "config": {"kind": "vit", **asdict(vit_tiny(embed_dim=32, num_heads=2))}}, tmp_path / "narrow.pt")
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--backbones", f"random=,saved={data / 'vit.pt'},narrow={tmp_path / 'narrow.pt'}", *common,
+                       "--out_dir", str(tmp_path / "b")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a random-init backbone (empty path) takes the architecture of the others, but they " \
+                             "differ (saved: 64 px, patch 8, width 64, depth 4, 4 heads; narrow: 64 px, patch 8, " \
+                             "width 32, depth 4, 2 heads)" in err[0]
+
+
+def test_low_label_cells_hold_both_classes_or_are_not_computable(data, tmp_path, capsys):
+    """1% of 16 training rows is int(0.16) = 0 rows: the subset is a positive and a negative (2 rows), scored. A label
+    positive in every training row has no negative at any fraction: not computable, in results.json and results.md.
+    A label without a positive in validation leaves the model-selection AUROC, and says so."""
+    df = pd.read_csv(data / "task.csv")
+    df["always"] = (df["split"] == "train").astype(int) | df["finding"]  # 1 on every training row
+    df.loc[df["split"] == "val", "finding"] = 0  # no positive in validation
+    df.to_csv(data / "task_lowlabel.csv", index=False)
+    common = ["--task_csv", str(data / "task_lowlabel.csv"), "--probe_epochs", "2", "--fractions", "0.01,1",
+              "--out_dir", str(tmp_path / "run"), *COMMON]
+    evaluate.main(["--backbones", f"saved={data / 'vit.pt'}", "--label_columns", "finding", "--task_type", "binary",
+                   *common])
+    out = capsys.readouterr().out
+    assert "fraction 0.01: int(16 x 0.01) = 0 training row(s), 2 with the rows" in out
+    assert "warning: validation AUROC (model selection) skips ['finding']: one class only in the val split" in out
+    res = json.loads((tmp_path / "run" / "results.json").read_text())["classification"]
+    assert res["fractions"]["0.01"]["n_train"] == 2 and res["not_computable"] == {}
+    assert res["auroc_skipped_val_columns"] == ["finding"]
+    assert "Validation AUROC (the model selection) leaves out finding" in (tmp_path / "run" / "results.md").read_text()
+
+    evaluate.main(["--backbones", f"saved={data / 'vit.pt'}", "--label_columns", "finding,always", "--task_type",
+                   "multilabel", "--overwrite", *common])
+    res = json.loads((tmp_path / "run" / "results.json").read_text())["classification"]
+    assert res["fractions"] == {}
+    reason = "the {} training rows hold no negative of 'always'"
+    assert res["not_computable"] == {"0.01": {"n_train": 2, "reason": reason.format(2)},
+                                     "1": {"n_train": 16, "reason": reason.format(16)}}
+    md = (tmp_path / "run" / "results.md").read_text()
+    assert "| 1% (n=2) | not computable | n/a |" in md
+    assert f"100% of the training labels (n=16) is not computable: {reason.format(16)}." in md

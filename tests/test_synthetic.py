@@ -15,7 +15,8 @@ from sklearn.metrics import r2_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pacx.data.labs import LAB_ITEMIDS, LabPercentiles, read_lab_table
+from pacx.data.lab_table import read_lab_table
+from pacx.data.labs import LAB_ITEMIDS, LabPercentiles
 from pacx.world.files import IMAGENET_MEAN, IMAGENET_STD, retrieval_rows, write_world
 from pacx.world.physiology import LABEL_NAMES, make_world
 from pacx.world.cxr import render_cxr, sample_nuisance

@@ -133,7 +133,7 @@ def test_raw_triplets_give_the_targets_of_the_symile_arrays(tmp_path):
     from pacx.models.labs_dae import LabDAE
     from pacx.weights import lab_dae_checkpoint
     from pacx.checkpoint import save_atomic
-    from pacx.data.targets import symile_targets, triplet_targets
+    from pacx.data.targets import read_lab_inputs, symile_targets, triplet_targets
 
     write_world(tmp_path, 12, 4, 4, seed=3, image_size=32, formats=("images", "labs", "wfdb", "npy"))
     torch.manual_seed(0)
@@ -142,10 +142,10 @@ def test_raw_triplets_give_the_targets_of_the_symile_arrays(tmp_path):
     rows = np.flatnonzero(df["split"] == "train")
     ids = df["hadm_id"].iloc[rows].tolist()
     with pytest.warns(UserWarning, match="RANDOM"):
+        labs = read_lab_inputs(tmp_path / "labs.csv", "hadm_id", {}, str(tmp_path / "dae.pt"), log=lambda *_: None)
         raw = triplet_targets(tmp_path / "triplets.csv", rows, "train",
-                              file_column(df.iloc[rows], "ecg_path", tmp_path, "t", False), ids, ids,
-                              tmp_path / "labs.csv", "hadm_id", None, str(tmp_path / "dae.pt"), tmp_path / "c",
-                              "cpu", log=lambda *_: None)
+                              file_column(df.iloc[rows], "ecg_path", tmp_path, "t", False), ids, ids, labs, None,
+                              str(tmp_path / "dae.pt"), tmp_path / "c", "cpu", log=lambda *_: None)
         arrays = symile_targets(tmp_path / "data_npy" / "train", "train", None, str(tmp_path / "dae.pt"),
                                 tmp_path / "c", "cpu", log=lambda *_: None)
     assert [str(h) for h in np.load(tmp_path / "data_npy" / "train" / "hadm_id_train.npy")] == ids

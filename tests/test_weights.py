@@ -178,7 +178,7 @@ def test_stage2_backbone_fine_tunes_only_its_head_by_default(mae, tmp_path):
 
     def trainable(path, *flags):
         cfg = evaluate.parse_config(evaluate.Config, ["--model", "tiny", "--mode", "finetune", *flags])
-        model = evaluate.finetune_model(str(tmp_path / path), 2, cfg)
+        model = evaluate.finetune_model(str(tmp_path / path), 2, cfg, vit_tiny())
         return {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
 
     assert trainable("encoder.pt") == {"head"}

@@ -6,7 +6,8 @@ from pacx.data.datasets import ImageCSV, SegmentationCSV
 from pacx.data.symile import SymileMIMIC
 from pacx.data.tables import read_table
 from pacx.data.ecg_io import ECGFOUNDER_LEADS, MIMIC_ECG_LEADS, read_wfdb_ecg
-from pacx.data.labs import LabPercentiles, read_lab_table
+from pacx.data.lab_table import read_lab_table
+from pacx.data.labs import LabPercentiles
 from pacx.world.files import write_world
 from pacx.world.physiology import LABEL_NAMES
 

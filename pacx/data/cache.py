@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from pacx.errors import DataError
 from pacx.data.images import read_gray
@@ -90,7 +90,11 @@ def _format_seconds(s: float) -> str:
 
 
 def _paths_of(dataset_or_paths) -> list[str]:
-    paths = getattr(dataset_or_paths, "paths", dataset_or_paths)
+    if isinstance(dataset_or_paths, Subset):  # some rows of a data set (one split of a CSV): their paths, in order
+        every = _paths_of(dataset_or_paths.dataset)
+        paths = [every[i] for i in dataset_or_paths.indices]
+    else:
+        paths = getattr(dataset_or_paths, "paths", dataset_or_paths)
     if isinstance(paths, (str, os.PathLike)) or not hasattr(paths, "__iter__"):
         raise CacheError(f"build_cache: expected a data set with a `paths` list (ImageFolderList, ImageCSV) or a "
                          f"list of image paths, found {type(dataset_or_paths).__name__}")
@@ -143,8 +147,9 @@ def build_cache(dataset_or_paths, out_path: str | Path, size: int = 256, workers
                 progress_every: int = 1000, log: Callable[[str], None] | None = print) -> Path:
     """Decode every image once into `<out_path>/images.npy` (N, size, size) uint8 + `<out_path>/index.json`.
 
-    `dataset_or_paths`: a data set with a `paths` list (`ImageFolderList`, `ImageCSV`, ...) or a list of paths;
-    item i of the cache is path i. `workers` decode processes (0: in this process). Returns the cache folder.
+    `dataset_or_paths`: a data set with a `paths` list (`ImageFolderList`, `ImageCSV`, ...), a `Subset` of one (some
+    rows of it) or a list of paths; item i of the cache is path i. `workers` decode processes (0: in this process).
+    Returns the cache folder.
     """
     out = Path(out_path)
     paths = _paths_of(dataset_or_paths)

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from pacx.data.images import DICOM_SUFFIXES, PILLOW_SUFFIXES, read_gray, read_rgb_tensor
+from pacx.data.images import DICOM_SUFFIXES, PILLOW_SUFFIXES, is_dicom, read_gray, read_rgb_tensor
 from pacx.data.tables import DatasetFormatError, cell_error, file_column, parse_codes, read_table
 
 IMAGE_SUFFIXES = PILLOW_SUFFIXES + DICOM_SUFFIXES
@@ -99,16 +99,26 @@ class ImageCSV(Dataset):
         return item
 
 
+def is_image_file(path: Path) -> bool:
+    """An image by its suffix, or a DICOM file whatever its name (PACS exports often have no extension); DICOMDIR,
+    the index of a DICOM export, holds no image."""
+    if not path.is_file() or path.name == "DICOMDIR":
+        return False
+    return path.suffix.lower() in IMAGE_SUFFIXES or is_dicom(path)
+
+
 class ImageFolderList(Dataset):
-    """Every image file under `root` (recursively, sorted by path): unlabelled images for MAE pretraining."""
+    """Every image file under `root` (recursively, sorted by path; `is_image_file`): unlabelled images for MAE
+    pretraining."""
 
     def __init__(self, root, transform: Callable | None = None):
         root = Path(root)
         if not root.is_dir():
             raise DatasetFormatError(f"{root}: no such folder")
-        self.paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        self.paths = sorted(p for p in root.rglob("*") if is_image_file(p))
         if not self.paths:
-            raise DatasetFormatError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) found under it")
+            raise DatasetFormatError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}, or DICOM files by their "
+                                     f"'DICM' marker whatever their name) found under it")
         self.transform = transform
 
     def __len__(self) -> int:

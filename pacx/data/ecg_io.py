@@ -6,7 +6,10 @@ PKUDigitalHealth/ECGFounder `util.py::filter_bandpass` + `dataset.py::z_score_no
 `process_and_save_tensors.py::get_ecg`.
 
 A record becomes (12, 5000) float32 in millivolts, leads in ECGFounder order, at 500 Hz:
-1. the 12 standard leads are picked by name, case-insensitively, whatever the file's order or extra leads;
+1. the 12 standard leads are picked by name, case-insensitively, whatever the file's order or extra leads. I, II and
+   V1-V6 are required; III, aVR, aVL and aVF, when absent (8-lead device exports), are computed from I and II, since
+   the six limb leads are two independent signals: III = II - I (Einthoven), aVR = -(I + II) / 2, aVL = I - II / 2,
+   aVF = II - I / 2 (Goldberger);
 2. the whole record is resampled to 500 Hz with a polyphase filter (scipy.signal.resample_poly); records sampled
    at or below 80 Hz, too slow to hold the 0.67-40 Hz band ECGFounder filters to, are refused;
 3. the FIRST 10 s are kept; a shorter record is ZERO-PADDED AT THE END (records under `min_seconds` are refused).
@@ -26,6 +29,9 @@ ECGFOUNDER_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4
 MIMIC_ECG_LEADS = ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6")
 ECG_FS = 500
 ECG_SECONDS = 10.0
+# What every record must hold; the other four limb leads follow from I and II (the module docstring).
+REQUIRED_LEADS = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+DERIVED_LEADS = {"III": (-1.0, 1.0), "aVR": (-0.5, -0.5), "aVL": (1.0, -0.5), "aVF": (-0.5, 1.0)}  # (w_I, w_II)
 # ECGFounder's band-pass ends at 40 Hz: a record sampled at or below twice that cannot carry the band it is filtered to
 MIN_FS = 80.0
 
@@ -81,18 +87,25 @@ def read_wfdb_ecg(
         raise ECGReadError(f"{base}: wfdb could not read the record ({type(e).__name__}: {e})") from e
 
     names = [str(n).strip().lower() for n in record.sig_name]
-    missing = [lead for lead in ECGFOUNDER_LEADS if lead.lower() not in names]
+    missing = [lead for lead in REQUIRED_LEADS if lead.lower() not in names]
     if missing:
-        raise ECGReadError(f"{base}: record lacks standard leads {missing} (has {record.sig_name})")
+        raise ECGReadError(f"{base}: record lacks standard leads {missing} (has {record.sig_name}; I, II and V1-V6 "
+                           f"are required, III, aVR, aVL and aVF are derived from I and II when absent)")
+    derived = [lead for lead in DERIVED_LEADS if lead.lower() not in names]
+    stored = [lead for lead in ECGFOUNDER_LEADS if lead not in derived]
     # a lead name that occurs twice (e.g. a rhythm strip of II) resolves to its first occurrence
-    columns = [names.index(lead.lower()) for lead in ECGFOUNDER_LEADS]
+    columns = [names.index(lead.lower()) for lead in stored]
 
     units = [str(record.units[c]).strip().lower() for c in columns]
     unknown = sorted({u for u in units if u not in _TO_MILLIVOLT})
     if unknown:
         raise ECGReadError(f"{base}: expected lead units mV, uV or V, found {unknown}")
     scale = np.array([_TO_MILLIVOLT[u] for u in units])[:, None]
-    sig = record.p_signal[:, columns].T * scale  # (12, L) in mV
+    lead = dict(zip(stored, record.p_signal[:, columns].T * scale))  # name -> (L,) in mV
+    for name in derived:
+        w_i, w_ii = DERIVED_LEADS[name]
+        lead[name] = w_i * lead["I"] + w_ii * lead["II"]
+    sig = np.stack([lead[name] for name in ECGFOUNDER_LEADS])  # (12, L) in mV, ECGFounder order
 
     nan = np.isnan(sig)
     if nan.any():
@@ -123,8 +136,9 @@ def read_wfdb_ecg(
         "record": str(base),
         "fs": fs_in,
         "seconds": duration,
-        "sig_name": [record.sig_name[c] for c in columns],
+        "sig_name": [record.sig_name[c] for c in columns],  # the stored leads read, as the file spells them
         "units": [record.units[c] for c in columns],
+        "derived": derived,  # the limb leads computed from I and II
         "padded_samples": n_pad,
         "comments": list(record.comments),
     }

@@ -38,7 +38,7 @@ def read_gray(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
-    if _is_dicom(path):
+    if is_dicom(path):
         return _read_dicom(path)
     return _read_pillow(path)
 
@@ -64,8 +64,9 @@ def _one_line(err: Exception) -> str:
     return f"{type(err).__name__}: {text[:300]}"
 
 
-def _is_dicom(path: Path) -> bool:
-    """DICOM by suffix, or for other suffixes (often none) by the 'DICM' magic after the 128-byte preamble."""
+def is_dicom(path: Path) -> bool:
+    """DICOM by suffix, or for other suffixes (often none, or a UID's last digits: PACS exports name files
+    '1.2.840.113619...') by the 'DICM' magic after the 128-byte preamble."""
     suffix = path.suffix.lower()
     if suffix in DICOM_SUFFIXES or suffix in PILLOW_SUFFIXES:
         return suffix in DICOM_SUFFIXES

@@ -1,10 +1,13 @@
-"""Lab values -> percentiles: the 50 reference labs, an empirical-CDF transform and a lab-table CSV reader.
+"""Lab values -> percentiles: the 50 reference labs and the empirical-CDF transform (a user's lab table is read by
+`pacx.data.lab_table`).
 
 Implements METHOD.md "Stage 1b" (the inputs of the lab denoising autoencoder) and the labs part of "Data formats
 users have". Symile-MIMIC ships the two arrays ready-made (`labs_percentiles_{split}.npy`,
 `labs_missingness_{split}.npy`, 1 = observed); this file makes the same pair from a raw labs CSV. It follows
 rajesh-lab/symile `process_and_save_tensors.py::get_labs`: labs in ascending itemid order, a missing lab replaced by
-that lab's mean training percentile, indicator 1 = observed.
+that lab's mean training percentile, indicator 1 = observed. train_labs.py saves the transform it fitted as
+LAB_TRANSFORM beside its checkpoint, and Stage 2 transforms with that file, so the DAE sees the numbers it was
+trained on.
 
 Percentile of a value x for one lab (the right-continuous empirical CDF, the "weak" percentile rank):
 
@@ -30,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pacx.data.tables import read_table
 from pacx.errors import DataError
 
 # METHOD.md "Stage 1b": MIMIC-IV itemids, ascending, which is the column order of Symile-MIMIC's arrays.
@@ -49,12 +51,12 @@ LAB_NAMES = (
     "Neutrophils", "Platelets", "PT", "PTT", "RDW", "RBC", "WBC", "L", "Abs Basophils", "Abs Eosinophils",
     "Abs Monocytes", "Abs Neutrophils", "Immature Granulocytes", "RDW-SD",
 )  # fmt: skip
-# Column names of the DataFrame read_lab_table returns: the itemids as strings.
+# Column names of the DataFrame `pacx.data.lab_table.read_lab_table` returns: the itemids as strings.
 LAB_COLUMNS = tuple(str(i) for i in LAB_ITEMIDS)
 N_LABS = len(LAB_ITEMIDS)
 
-# Cells that mean "not measured" (compared after strip + lower-case). Everything else must parse as a number.
-_MISSING_TOKENS = ("", "na", "n/a", "nan", "null")
+# The file train_labs.py writes its fitted transform to, beside the DAE checkpoint; Stage 2 reads it from there.
+LAB_TRANSFORM = "lab_percentiles.json"
 _FORMAT = "pacx.data.labs.LabPercentiles"
 
 
@@ -69,7 +71,7 @@ def lab_index(key) -> int | None:
     return names.index(text.lower()) if text.lower() in names else None
 
 
-def _describe(j: int) -> str:
+def describe_lab(j: int) -> str:
     return f"{LAB_ITEMIDS[j]} ({LAB_NAMES[j]})"
 
 
@@ -114,6 +116,10 @@ class LabPercentiles:
         self.mean_percentile = np.array(means)
         return self
 
+    def unfitted(self) -> list[int]:
+        """Positions of the labs that had no training value (their percentile is undefined; see the docstring)."""
+        return [j for j in range(N_LABS) if not len(self.cum_counts[j])]
+
     def transform(self, table) -> tuple[np.ndarray, np.ndarray]:
         """(percentiles, observed): both (N, L) float32; missing percentiles are mean-imputed, observed 1 = measured."""
         if self.values is None:
@@ -125,7 +131,7 @@ class LabPercentiles:
             obs = observed[:, j]
             n = int(self.cum_counts[j][-1]) if len(self.cum_counts[j]) else 0
             if n == 0 and obs.any():
-                raise DataError(f"lab {_describe(j)} has values but the fitted training split had none")
+                raise DataError(f"lab {describe_lab(j)} has values but the fitted training split had none")
             # searchsorted(side="right") = number of unique training values <= x; prepend 0 for "none".
             k = np.searchsorted(self.values[j], x[obs, j], side="right")
             pct[obs, j] = np.concatenate([[0], self.cum_counts[j]])[k] / max(n, 1)
@@ -158,86 +164,3 @@ class LabPercentiles:
         self.cum_counts = [np.array(lab["cum_counts"], dtype=np.int64) for lab in blob["labs"]]
         self.mean_percentile = np.array([lab["mean_percentile"] for lab in blob["labs"]], dtype=np.float64)
         return self
-
-
-def _parse_numbers(cells: pd.Series, path, column: str) -> np.ndarray:
-    """One CSV column of strings -> float64, NaN for the missing tokens; any other non-number is an error."""
-    text = cells.fillna("").astype(str).str.strip()  # short rows give NaN even with keep_default_na=False
-    # to_numeric reads "inf", "-inf", "Infinity"; copy=True because pandas may hand back a read-only view.
-    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, copy=True)
-    blank = text.str.lower().isin(_MISSING_TOKENS).to_numpy()
-    bad = np.flatnonzero(np.isnan(values) & ~blank)
-    if len(bad):
-        i = int(bad[0])
-        raise DataError(
-            f"{path}: line {i + 2} (data row {i + 1}), column '{column}': expected a number, an empty cell or "
-            f"inf/-inf, found {text.iloc[i]!r} ({len(bad)} such cell(s) in this column)"
-        )
-    values[blank] = np.nan
-    return values
-
-
-def read_lab_table(
-    path, id_column: str | None = None, columns: dict | None = None, allow_extra: bool = False,
-    allow_missing: bool = False,
-) -> pd.DataFrame:  # fmt: skip
-    """Read a CSV with one column per lab into a DataFrame: [id_column] + the 50 LAB_COLUMNS, NaN = not measured.
-
-    A column is matched to a lab by `columns` (an explicit {csv column: itemid or lab name} mapping, for tables
-    whose headers are neither) or else by its own name: an itemid ("50802") or a METHOD.md name ("base excess").
-    Any other column is an error unless it is `id_column` or `allow_extra=True` (then it is dropped). A lab with
-    no column is an error unless `allow_missing=True` (then it is all NaN). Cells: numbers, "inf"/"-inf", or
-    empty / NA / NaN / null for "not measured"; anything else is an error naming its line and column. The values
-    of `id_column` name the rows, so each must be unique.
-    """
-    raw = read_table(path)  # one-line errors for a missing, unreadable or empty table and repeated column names
-    header = list(raw.columns)
-    if id_column is not None and id_column not in header:
-        raise DataError(f"{path}: id column '{id_column}' not found; the file has columns {header}")
-    if id_column is not None:
-        ids = raw[id_column].str.strip()
-        dup = ids.duplicated().to_numpy()
-        if dup.any():
-            i = int(np.flatnonzero(dup)[0])
-            first = int(np.flatnonzero((ids == ids.iloc[i]).to_numpy())[0])
-            raise DataError(f"{path}: line {i + 2}, column '{id_column}': expected unique ids, found "
-                            f"{ids.iloc[i]!r} again (first on line {first + 2})")
-    mapping = dict(columns or {})
-    for key in mapping:
-        if key not in header:
-            raise DataError(f"{path}: column '{key}' named in columns= is not in the file; it has {header}")
-
-    source: dict[int, str] = {}  # lab position -> CSV column
-    for col in header:
-        if col == id_column:
-            continue
-        if col in mapping:
-            j = lab_index(mapping[col])
-            if j is None:
-                raise DataError(
-                    f"{path}: columns= maps '{col}' to {mapping[col]!r}, which is not one of the 50 labs "
-                    "(expected an itemid such as 50802 or a name such as 'Base Excess')"
-                )
-        else:
-            j = lab_index(col)
-            if j is None:
-                if allow_extra:
-                    continue
-                raise DataError(
-                    f"{path}: column '{col}' is neither a lab (itemid or name from pacx.data.labs) nor the id column; "
-                    "map it with columns=, or pass allow_extra=True to ignore it"
-                )
-        if j in source:
-            raise DataError(f"{path}: columns '{source[j]}' and '{col}' both give lab {_describe(j)}")
-        source[j] = col
-
-    absent = [j for j in range(N_LABS) if j not in source]
-    if absent and not allow_missing:
-        raise DataError(
-            f"{path}: no column for lab(s) {', '.join(_describe(j) for j in absent)}; "
-            "pass allow_missing=True to treat them as never measured"
-        )
-    out = {} if id_column is None else {id_column: raw[id_column].to_numpy()}
-    for j, name in enumerate(LAB_COLUMNS):
-        out[name] = _parse_numbers(raw[source[j]], path, source[j]) if j in source else np.full(len(raw), np.nan)
-    return pd.DataFrame(out)

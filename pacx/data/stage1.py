@@ -15,9 +15,8 @@ from pacx.data.cache import INDEX, CachedImages
 from pacx.data.datasets import ImageCSV, ImageFolderList
 from pacx.data.tables import load_npy, read_table
 from pacx.errors import DataError
-from pacx.data.labs import LabPercentiles, read_lab_table
-
-LAB_TRANSFORM = "lab_percentiles.json"
+from pacx.data.lab_table import read_lab_table
+from pacx.data.labs import LabPercentiles
 
 
 def image_dataset(data: str, image_column: str = "Path", image_root: str = "", split_column: str = "",
@@ -42,10 +41,15 @@ def image_dataset(data: str, image_column: str = "Path", image_root: str = "", s
     return Subset(ImageCSV(path, image_column, root=image_root or None), rows.tolist())
 
 
-def lab_arrays(data: str, id_column: str | None = None) -> tuple[torch.Tensor, torch.Tensor, LabPercentiles | None]:
+def lab_arrays(data: str, id_column: str | None = None, mapping: dict | None = None,
+               log=print) -> tuple[torch.Tensor, torch.Tensor, LabPercentiles | None]:
     """(percentiles (N, 50), observed (N, 50)) float32 tensors for DAE training, and the percentile transform fitted
-    on a raw table (None for Symile arrays, whose percentiles come computed); the caller saves it with the run."""
+    on a raw table (None for Symile arrays, whose percentiles come computed); the caller saves it with the run.
+    A table is read by `pacx.data.lab_table.read_lab_table` (`mapping`: {your column: lab}; `log`: its notes)."""
     path, transform = Path(data), None
+    if path.is_dir() and (id_column or mapping):
+        raise DataError(f"{data}: a Symile-MIMIC folder has its 50 labs in order; --lab_id_column, --lab_columns and "
+                        f"--lab_map apply to a lab table (CSV)")
     if path.is_dir():
         split = path / "train" if (path / "train").is_dir() else path
         name = split.name
@@ -65,7 +69,7 @@ def lab_arrays(data: str, id_column: str | None = None) -> tuple[torch.Tensor, t
         if not np.isin(m, (0, 1)).all():
             raise DataError(f"{m_file}: the observed mask must be 0/1 (1 = observed)")
     else:  # a raw table: its fitted transform gives percentiles in [0, 1] and a 0/1 mask
-        table = read_lab_table(path, id_column=id_column, allow_extra=id_column is None)
+        table = read_lab_table(path, id_column, mapping, log)  # the id column, if any, is not a lab: never fitted
         transform = LabPercentiles().fit(table)
         x, m = transform.transform(table)
     return torch.from_numpy(np.asarray(x, np.float32)), torch.from_numpy(np.asarray(m, np.float32)), transform

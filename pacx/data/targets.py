@@ -11,16 +11,19 @@ import hashlib
 import json
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from pacx.checkpoint import save_atomic, load
 from pacx.models.ecg import ECGEncoder, ecg_embed_dim as ECG_DIM
 from pacx.data.ecg_io import ecgfounder_preprocess, read_wfdb_ecg, symile_ecg_to_ecgfounder, wfdb_files
 from pacx.errors import DataError, PacxError
-from pacx.data.labs import LabPercentiles, read_lab_table
+from pacx.data.lab_table import read_lab_table
+from pacx.data.labs import LAB_COLUMNS, LAB_TRANSFORM, LabPercentiles, describe_lab
 from pacx.models.labs_dae import LabDAE
 from pacx.weights import load_ecg_encoder, load_lab_dae
 
@@ -133,20 +136,73 @@ def symile_targets(split_dir: Path, split: str, ecg_weights: str | None, labs_da
     return cached(Path(cache_dir) / f"targets_{split}_{key}.pt", compute, log)
 
 
-def table_lab_targets(labs_table: Path, id_column: str, ids: list[str], train_ids: list[str], labs_dae: str | None,
+@dataclass
+class LabInputs:
+    """A raw lab table for Stage 2, read once: its rows (`table`: the id column + the 50 lab columns), and the
+    percentile transform Stage 1b saved beside the lab DAE (None: fit one on the training rows)."""
+    path: Path
+    id_column: str
+    mapping: dict
+    table: pd.DataFrame
+    transform: LabPercentiles | None
+    transform_file: Path | None
+
+
+def read_lab_inputs(path, id_column: str, mapping: dict, labs_dae: str | None, log=print) -> LabInputs:
+    """Read --labs_table by the rule of `pacx.data.lab_table` and find the transform its DAE was trained with: the
+    LAB_TRANSFORM file train_labs.py writes beside its checkpoint. With it, Stage 2 feeds the DAE the percentiles it
+    was trained on; without it (a DAE trained on Symile arrays, an original checkpoint) a transform is fitted on the
+    training rows (METHOD.md "Stage 1b"). Each case is said in one `log` line."""
+    table = read_lab_table(path, id_column, mapping, log)
+    file = Path(labs_dae).parent / LAB_TRANSFORM if labs_dae else None
+    if file is None or not file.is_file():
+        log(f"labs: no {LAB_TRANSFORM} beside the lab DAE ({labs_dae or 'random weights'}): percentiles are fitted on "
+            f"the training rows of {path}")
+        return LabInputs(Path(path), id_column, mapping, table, None, None)
+    transform = LabPercentiles.load(file)
+    log(f"labs: percentiles by the transform the lab DAE was trained with, {file} (not refitted)")
+    unseen = [j for j in transform.unfitted() if table[LAB_COLUMNS[j]].notna().any()]
+    if unseen:  # the transform has no percentile for them: the DAE never saw them measured
+        log(f"{path}: lab(s) {', '.join(describe_lab(j) for j in unseen)} have values here but none in the table the "
+            f"lab DAE was trained on ({file}): they count as not measured")
+        table = table.assign(**{LAB_COLUMNS[j]: np.nan for j in unseen})
+    return LabInputs(Path(path), id_column, mapping, table, transform, file)
+
+
+def table_lab_targets(labs: LabInputs, ids: list[str], train_ids: list[str], labs_dae: str | None,
                       zero_missing: bool = False, source=None) -> np.ndarray:
-    """(len(ids), Z) lab targets from a raw labs table: percentiles by an empirical CDF fitted on the rows of
-    `train_ids` only (METHOD.md "Stage 1b"), then the frozen DAE."""
-    table = read_lab_table(labs_table, id_column=id_column, allow_missing=True)
-    by_id = {str(v): i for i, v in enumerate(table[id_column])}
+    """(len(ids), Z) lab targets of the rows `ids` of a raw lab table: percentiles by Stage 1b's saved transform, or
+    by an empirical CDF fitted on the rows of `train_ids` only (`read_lab_inputs`), then the frozen DAE."""
+    by_id = {str(v): i for i, v in enumerate(labs.table[labs.id_column])}
     for lab_id in set(ids) | set(train_ids):
         if lab_id not in by_id:
-            raise DataError(f"{labs_table}: no row with {id_column} = {lab_id}" + (f" (named in {source})"
-                                                                                    if source else ""))
-    labs = table.drop(columns=[id_column])
-    transform = LabPercentiles().fit(labs.iloc[[by_id[i] for i in train_ids]])
-    x, m = transform.transform(labs.iloc[[by_id[i] for i in ids]])
+            raise DataError(f"{labs.path}: no row with {labs.id_column} = {lab_id}" + (f" (named in {source})"
+                                                                                        if source else ""))
+    values = labs.table.drop(columns=[labs.id_column])
+    rows = values.iloc[[by_id[i] for i in ids]]
+    transform = labs.transform
+    if transform is None:
+        transform = LabPercentiles().fit(values.iloc[[by_id[i] for i in train_ids]])
+        unseen = [j for j in transform.unfitted() if rows[LAB_COLUMNS[j]].notna().any()]
+        if unseen:
+            raise DataError(f"{labs.path}: lab(s) {', '.join(describe_lab(j) for j in unseen)} have values in rows "
+                            f"of this split but none in the training rows, which the percentiles are fitted on")
+    x, m = transform.transform(rows)
     return encode_labs(x, m, frozen_lab_encoder(labs_dae), zero_missing)
+
+
+def read_ecg_records(paths: list[Path], csv: Path, rows: np.ndarray, column: str) -> tuple[np.ndarray, int]:
+    """(N, 12, 5000) mV ECGs in ECGFounder lead order (`pacx.data.ecg_io.read_wfdb_ecg`) and how many records had
+    their limb leads derived from I and II; a record that cannot be read is named by its line of `csv`."""
+    signals, derived = [], 0
+    for k, path in enumerate(paths):
+        try:
+            sig, meta = read_wfdb_ecg(path)
+        except DataError as e:
+            raise DataError(f"{csv}: line {rows[k] + 2}, column '{column}': {e}") from None
+        signals.append(sig)
+        derived += bool(meta["derived"])
+    return np.stack(signals), derived
 
 
 class _SymileECG:
@@ -170,35 +226,36 @@ class _SymileECG:
 
 
 def triplet_targets(csv: Path, rows: np.ndarray, split: str, ecg_paths: list[Path], lab_ids: list[str],
-                    train_lab_ids: list[str], labs_table: Path, lab_id_column: str, ecg_weights: str | None,
+                    train_lab_ids: list[str], labs: LabInputs, ecg_weights: str | None,
                     labs_dae: str | None, cache_dir: Path, device, notch_hz: float | None = 50.0,
-                    zero_missing: bool = False, log=print, with_ecg: bool = True) -> dict:
+                    zero_missing: bool = False, log=print, with_ecg: bool = True, ecg_column: str = "ecg_path") -> dict:
     """Targets for raw triplets (a CSV of image path, WFDB record, lab row id): each record read by
-    `pacx.data.ecg_io.read_wfdb_ecg` (12 standard leads by name, 500 Hz, 10 s), the lab rows turned into percentiles by
-    an
-    empirical CDF fitted on the training split's rows only, then both encoded as `symile_targets` does. A lab id may
-    occur once per split: one row per admission, as in Symile-MIMIC (two rows of one admission would be each other's
-    InfoNCE negatives)."""
+    `pacx.data.ecg_io.read_wfdb_ecg` (12 standard leads by name, 500 Hz, 10 s), the lab rows turned into percentiles
+    (`table_lab_targets`), then both encoded as `symile_targets` does. A lab id may occur once per split: one row per
+    admission, as in Symile-MIMIC (two rows of one admission would be each other's InfoNCE negatives). 'ecg_derived'
+    counts the records whose limb leads were derived from I and II."""
     first = {}  # lab id -> position of its first row in this split
     for k, lab_id in enumerate(lab_ids):
         if lab_id in first:
-            raise DataError(f"{csv}: line {rows[k] + 2}, column '{lab_id_column}': expected one row per admission in "
+            raise DataError(f"{csv}: line {rows[k] + 2}, column '{labs.id_column}': expected one row per admission in "
                             f"split {split!r}, found {lab_id!r} again (first on line {rows[first[lab_id]] + 2})")
         first[lab_id] = k
     # Every record's files (size, mtime) are in the key: a rewritten record must not be answered from the cache.
     records = [data_fingerprint(f) for p in ecg_paths for f in wfdb_files(p)] if with_ecg else []
     key = cache_key(ecg=file_digest(ecg_weights) if with_ecg else "off", dae=file_digest(labs_dae), notch=notch_hz,
-                    zero=zero_missing, csv=data_fingerprint(csv), labs=data_fingerprint(labs_table),
-                    rows=rows.tolist(), records=records)
+                    zero=zero_missing, csv=data_fingerprint(csv), labs=data_fingerprint(labs.path),
+                    lab_map=labs.mapping, transform=data_fingerprint(labs.transform_file) if labs.transform_file else
+                    "fitted", rows=rows.tolist(), records=records)
 
     def compute():
         log(f"targets: reading {len(ecg_paths)} {split} ECG records and lab rows -> cache {cache_dir}")
-        labs = table_lab_targets(labs_table, lab_id_column, lab_ids, train_lab_ids, labs_dae, zero_missing, csv)
+        lab_t = table_lab_targets(labs, lab_ids, train_lab_ids, labs_dae, zero_missing, csv)
+        derived = 0
         if with_ecg:
-            ecg = np.stack([read_wfdb_ecg(p)[0] for p in ecg_paths])  # (N, 12, 5000) mV, ECGFounder lead order
+            ecg, derived = read_ecg_records(ecg_paths, csv, rows, ecg_column)  # (N, 12, 5000) mV
             ecg = encode_ecg(ecg, frozen_ecg_encoder(ecg_weights), device, notch_hz)
         else:
             ecg = no_ecg(len(lab_ids))
-        return {"ecg": torch.from_numpy(ecg), "labs": torch.from_numpy(labs)}
+        return {"ecg": torch.from_numpy(ecg), "labs": torch.from_numpy(lab_t), "ecg_derived": derived}
 
     return cached(Path(cache_dir) / f"targets_{split}_{key}.pt", compute, log)

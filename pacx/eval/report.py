@@ -65,15 +65,26 @@ def header(backbones: dict, ref: str, n_resamples: int) -> list[str]:
 
 
 def classification_section(runs: dict, y_val: np.ndarray, y_test: np.ndarray, task: dict, names: list[str],
-                           ref: str, n_resamples: int, seed: int, log) -> tuple[dict, list[str]]:
+                           ref: str, n_resamples: int, seed: int, log,
+                           skipped: dict | None = None) -> tuple[dict, list[str]]:
     """`runs[fraction][backbone]` = {'p_val', 'p_test', 'n_train', 'best_epoch', 'best_val_auroc'}; `task` =
-    {'name', 'type', 'mode', 'labels'}. Metrics at 0.5 and at thresholds tuned on validation (per backbone)."""
-    first = next(iter(next(iter(runs.values())).values()))
-    skipped = [task["labels"][c] for c in single_class_columns(y_test, first["p_test"], task["type"])]
-    if skipped:
-        log(f"warning: test AUROC skips {skipped}: one class only in the test split")
+    {'name', 'type', 'mode', 'labels'}; `skipped[fraction]` = {'n_train', 'reason'} of the fractions that could not
+    be scored (`pacx.eval.lowlabel.not_computable`). Metrics at 0.5 and at thresholds tuned on validation (per
+    backbone). A label with one class only in a split has no AUROC there, so it leaves the validation AUROC that
+    selects the epoch, or the test AUROC: both are warned about and recorded."""
+    skipped = skipped or {}
+    one_class = {"val": [], "test": []}
+    if runs:
+        first = next(iter(next(iter(runs.values())).values()))
+        one_class = {split: [task["labels"][c] for c in single_class_columns(y, first[f"p_{split}"], task["type"])]
+                     for split, y in (("val", y_val), ("test", y_test))}
+    what = {"val": "validation AUROC (model selection)", "test": "test AUROC"}
+    for split, labels in one_class.items():
+        if labels:
+            log(f"warning: {what[split]} skips {labels}: one class only in the {split} split")
     section = {"task": task["name"], "task_type": task["type"], "mode": task["mode"], "labels": task["labels"],
-               "auroc_skipped_test_columns": skipped, "fractions": {}}
+               "auroc_skipped_val_columns": one_class["val"], "auroc_skipped_test_columns": one_class["test"],
+               "fractions": {}, "not_computable": {f"{f:g}": v for f, v in skipped.items()}}
     rows = []
     for frac, per in runs.items():
         log(f"bootstrap: classification at {frac:g} of the labels, {n_resamples} resamples")
@@ -88,10 +99,16 @@ def classification_section(runs: dict, y_val: np.ndarray, y_test: np.ndarray, ta
                               "best_val_auroc": per[n]["best_val_auroc"]} for n in names}}
         rows += [([f"{frac:.0%} (n={per[ref]['n_train']})", key], {n: tested[n][key] for n in names},
                   {n: d[key] for n, d in delta.items()}) for key in tested[ref]]
+    rows += [([f"{frac:.0%} (n={s['n_train']})", "not computable"], {}, {}) for frac, s in skipped.items()]
     md = [f"## Classification: {task['name']} ({task['type']}, {task['mode']})", ""]
     md += table(rows, ["train labels", "metric"], names, ref) + [""]
-    if skipped:
-        md += [f"AUROC leaves out {', '.join(skipped)} (one class only in the test split).", ""]
+    for frac, s in skipped.items():
+        md += [f"{frac:.0%} of the training labels (n={s['n_train']}) is not computable: {s['reason']}.", ""]
+    if one_class["val"]:
+        md += [f"Validation AUROC (the model selection) leaves out {', '.join(one_class['val'])} (one class only in "
+               f"the validation split).", ""]
+    if one_class["test"]:
+        md += [f"AUROC leaves out {', '.join(one_class['test'])} (one class only in the test split).", ""]
     return section, md
 
 

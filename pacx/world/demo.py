@@ -66,18 +66,19 @@ def run(cmd: list[str], nproc: int = 1) -> None:
 def alignment_targets(world: Path, out: Path, labs_dae: Path, ecg_weights: str | None, with_ecg: bool) -> None:
     """Frozen lab (and ECG) embeddings of every patient, keyed by image path, for evaluate.py's alignment probe."""
     from pacx.data.tables import file_column, read_table
-    from pacx.data.targets import table_lab_targets, triplet_targets
+    from pacx.data.targets import read_lab_inputs, table_lab_targets, triplet_targets
 
     df = read_table(world / "images.csv")
     ids, train_ids = df["hadm_id"].tolist(), df.loc[df["split"] == "train", "hadm_id"].tolist()
     arrays = {"path": np.array(df["path"].tolist())}
+    labs = read_lab_inputs(world / "labs.csv", "hadm_id", {}, str(labs_dae))
     if with_ecg:
         t = triplet_targets(world / "triplets.csv", np.arange(len(df)), "all", file_column(
-            read_table(world / "triplets.csv"), "ecg_path", world, "", False), ids, train_ids, world / "labs.csv",
-            "hadm_id", ecg_weights, str(labs_dae), out / "targets", "cpu")
+            read_table(world / "triplets.csv"), "ecg_path", world, "", False), ids, train_ids, labs, ecg_weights,
+            str(labs_dae), out / "targets", "cpu")
         arrays |= {"ecg": t["ecg"].numpy(), "labs": t["labs"].numpy()}
     else:
-        arrays["labs"] = table_lab_targets(world / "labs.csv", "hadm_id", ids, train_ids, str(labs_dae))
+        arrays["labs"] = table_lab_targets(labs, ids, train_ids, str(labs_dae))
     np.savez(out / "align_targets.npz", **arrays)
 
 
