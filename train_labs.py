@@ -24,12 +24,12 @@ from pacx.config import opt, parse_config
 from pacx.data.lab_table import LAB_COLUMNS_HELP, LAB_MAP_HELP, lab_mapping
 from pacx.data.labs import LAB_TRANSFORM
 from pacx.data.stage1 import lab_arrays
-from pacx.dist import all_reduce_mean, init_runtime, micro_batches, shutdown, sync_gradients, wrap_for_training
+from pacx.dist import all_reduce_mean, init_runtime, shutdown, wrap_for_training
 from pacx.errors import PacxError, exit_on_error
 from pacx.loader import GlobalBatchSampler, SeededView, cap_workers, make_loader
 from pacx.models.labs_dae import LabDAE, LabDAEConfig
 from pacx.optim import make_adamw, param_groups
-from pacx.training import Run, TrainConfig, prepare_run_dir
+from pacx.training import Run, TrainConfig, accumulate, prepare_run_dir
 
 
 @dataclass
@@ -98,14 +98,8 @@ def main(argv=None):
             # The loss is a mean over observed entries, whose count varies by patient: every part divides by the
             # global batch's count per rank, so micro-batches add up and DDP's mean over ranks is exact.
             per_rank = all_reduce_mean(m_b.sum())
-            loss = 0.0
-            parts = micro_batches([x_b, m_b, noise], cfg.accum_steps)
-            for i, ((x_p, m_p, noise_p), _) in enumerate(parts):
-                with sync_gradients(train_model, sync=i == len(parts) - 1):
-                    with rt.autocast():
-                        part_loss = train_model(x_p, m_p, noise=noise_p, denom=per_rank)[0]
-                    part_loss.backward()
-                loss = loss + part_loss.detach()
+            loss = accumulate(train_model, rt, [x_b, m_b, noise], cfg.accum_steps,
+                              lambda micro, _: train_model(micro[0], micro[1], noise=micro[2], denom=per_rank)[0])
             run.step_done(loss, {"loss": loss}, len(x_b))
         run.save()
     rt.print0(f"done: {Path(cfg.out_dir) / ckpt.LAST}")

@@ -21,12 +21,12 @@ from pacx import checkpoint as ckpt
 from pacx.config import opt, parse_config
 from pacx.data.stage1 import image_dataset
 from pacx.data.transforms import mae_train
-from pacx.dist import init_runtime, micro_batches, shutdown, sync_gradients, wrap_for_training
+from pacx.dist import init_runtime, shutdown, wrap_for_training
 from pacx.errors import PacxError, exit_on_error
 from pacx.loader import GlobalBatchSampler, SeededView, cap_workers, make_loader
 from pacx.models.mae import MaskedAutoencoder
 from pacx.optim import make_adamw, param_groups
-from pacx.training import Run, TrainConfig, prepare_run_dir
+from pacx.training import Run, TrainConfig, accumulate, prepare_run_dir
 from pacx.weights import load_mae_weights, mae_config, read_checkpoint
 
 
@@ -96,15 +96,9 @@ def main(argv=None):
         for batch in run.batches(loader):
             images, noise = (t.to(rt.device, non_blocking=True) for t in batch)
             optimizer.zero_grad(set_to_none=True)
-            parts = micro_batches([images, noise], cfg.accum_steps)
-            loss = 0.0
-            for i, ((x, x_noise), weight) in enumerate(parts):
-                # Every image removes the same number of patches, so the batch loss is the sample-weighted mean.
-                with sync_gradients(train_model, sync=i == len(parts) - 1):
-                    with rt.autocast():
-                        part_loss = train_model(x, cfg.mask_ratio, noise=x_noise)[0] * weight
-                    part_loss.backward()
-                loss = loss + part_loss.detach()
+            # Every image removes the same number of patches, so the batch loss is the sample-weighted mean.
+            loss = accumulate(train_model, rt, [images, noise], cfg.accum_steps,
+                              lambda m, weight: train_model(m[0], cfg.mask_ratio, noise=m[1])[0] * weight)
             run.step_done(loss, {"loss": loss}, len(images))
         run.save()
     rt.print0(f"done: {Path(cfg.out_dir) / ckpt.LAST}")

@@ -27,7 +27,7 @@ import torch.distributed as dist
 from pacx import checkpoint as ckpt
 from pacx import rundir
 from pacx.config import opt
-from pacx.dist import AMP_HELP, Runtime, all_reduce_mean
+from pacx.dist import AMP_HELP, Runtime, all_reduce_mean, micro_batches, sync_gradients
 from pacx.loader import GlobalBatchSampler, check_batch
 from pacx.optim import finish_step, lr_factor, set_lr
 from pacx.errors import PacxError
@@ -110,6 +110,23 @@ def prepare_run_dir(cfg: TrainConfig, rt: Runtime) -> Path | None:
     if rt.distributed:
         dist.barrier()
     return resume_from
+
+
+def accumulate(train_model: torch.nn.Module, rt: Runtime, batch: list[torch.Tensor], n: int,
+               loss_of: Callable[[list[torch.Tensor], float], torch.Tensor]) -> torch.Tensor:
+    """Forward and backward over `n` micro-batches of `batch` (gradient accumulation: the same update with 1/n of the
+    activation memory); under DDP only the last one all-reduces (`no_sync` on the others). `loss_of(micro, weight)`
+    is the micro-batch's share of the batch loss (`weight`: its share of the samples). Returns the detached batch
+    loss."""
+    parts = micro_batches(batch, n)
+    loss = 0.0
+    for i, (micro, weight) in enumerate(parts):
+        with sync_gradients(train_model, sync=i == len(parts) - 1):
+            with rt.autocast():
+                part = loss_of(micro, weight)
+            part.backward()
+        loss = loss + part.detach()
+    return loss
 
 
 class Run:

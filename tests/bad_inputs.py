@@ -228,3 +228,20 @@ def run_script(script: str, argv: list[str], capsys, in_subprocess: bool) -> tup
     except SystemExit as e:
         code = e.code
     return code, capsys.readouterr().err
+
+
+def check_case(case: Case, world: Path, tmp_path: Path, capsys) -> None:
+    """What every bad input must give: exit status 2, one `error: ` line holding `case.expect`, no traceback, and
+    every file that was in tmp_path before the run unchanged after it."""
+    case.build(tmp_path, world)
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    code, err = run_script(case.script, [a.format(t=tmp_path) for a in case.argv], capsys, case.subprocess)
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert case.expect.format(t=tmp_path) in lines[0], lines[0]
+    after = snapshot(tmp_path)
+    changed = [p for p, digest in before.items() if after.get(p) != digest]
+    assert not changed, f"files changed or deleted: {changed}"

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from bad_inputs import (
-    LABS, MAE, SYMILE, TASK, TRIPLETS, Case, copy, edit_csv, make_world, pngs, run_script, snapshot, symile, task,
+    check_case,
+    LABS, MAE, SYMILE, TASK, TRIPLETS, Case, copy, edit_csv, make_world, pngs, symile, task,
     triplets, write,
 )
 
@@ -90,15 +91,4 @@ CASES = [
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
 def test_bad_input_is_one_line_and_harms_nothing(case, world, tmp_path, capsys):
-    case.build(tmp_path, world)
-    before = snapshot(tmp_path)
-    capsys.readouterr()
-    code, err = run_script(case.script, [a.format(t=tmp_path) for a in case.argv], capsys, case.subprocess)
-    assert code == 2, err
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert case.expect.format(t=tmp_path) in lines[0], lines[0]
-    after = snapshot(tmp_path)
-    changed = [p for p, digest in before.items() if after.get(p) != digest]
-    assert not changed, f"files changed or deleted: {changed}"
+    check_case(case, world, tmp_path, capsys)
