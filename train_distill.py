@@ -104,11 +104,15 @@ class Config(TrainConfig):
 
 
 def shuffled(targets: dict, seed: int) -> dict:
-    """The negative control (--shuffle_pairs): every image paired with another patient's ECG and lab targets, by one
-    fixed permutation (the ECG and lab targets stay together, as one other patient). Only training pairs are
-    shuffled: validation keeps the true pairs, so its retrieval shows what the control learned about them."""
-    perm = torch.from_numpy(np.random.default_rng([seed, 7]).permutation(len(targets["labs"])))
-    return {k: v[perm] for k, v in targets.items()}
+    """The negative control (--shuffle_pairs): every image paired with another patient's ECG and lab targets (the
+    two stay together, as one other patient), by a seeded derangement: a random cyclic order in which each patient
+    takes the next one's targets, so no image keeps its own. Only training pairs are shuffled: validation keeps the
+    true pairs, so its retrieval shows what the control learned about them."""
+    n = len(targets["labs"])
+    order = np.random.default_rng([seed, 13]).permutation(n)
+    perm = np.arange(n)
+    perm[order] = np.roll(order, -1)
+    return {k: v[torch.from_numpy(perm)] for k, v in targets.items()}
 
 
 def symile_split(cfg: Config, split: str, rt, train: bool, size: int):
@@ -124,7 +128,7 @@ def symile_split(cfg: Config, split: str, rt, train: bool, size: int):
         img = distill_train(img, g, size) if train else eval_resize((img * 255).round().to(torch.uint8), size)
         return img, targets["ecg"][i], targets["labs"][i]
 
-    return SeededView(range(len(data)), sample), 0
+    return SeededView(range(len(data)), sample), targets["ecg"].shape[1], 0
 
 
 def triplet_split(cfg: Config, split: str, rt, train: bool, size: int, labs: LabInputs):
@@ -152,7 +156,7 @@ def triplet_split(cfg: Config, split: str, rt, train: bool, size: int, labs: Lab
         img = distill_train(img, g, size) if train else eval_resize(img, size)
         return img, targets["ecg"][i], targets["labs"][i]
 
-    return SeededView(range(len(images)), sample), int(targets.get("ecg_derived", 0))
+    return SeededView(range(len(images)), sample), targets["ecg"].shape[1], int(targets.get("ecg_derived", 0))
 
 
 @torch.no_grad()
@@ -192,7 +196,7 @@ def retrieval_report(retrieval: dict, batch: int, epoch: int) -> dict:
 
 def data_loaders(cfg: Config, rt, size: int):
     """Training and validation loaders of Symile-MIMIC arrays or raw triplets, with their frozen-encoder targets
-    (computed once, on rank 0; the other ranks then read its cache)."""
+    (computed once, on rank 0; the other ranks then read its cache), and the ECG targets' width."""
     triplets = not Path(cfg.data).is_dir()
     mapping = lab_mapping(cfg.lab_columns, cfg.lab_map)
     if triplets and not cfg.labs_table:
@@ -206,8 +210,9 @@ def data_loaders(cfg: Config, rt, size: int):
     if rt.distributed and not rt.is_main:
         dist.barrier()
     split_data = partial(triplet_split, labs=labs) if triplets else symile_split
-    train_set, derived = split_data(cfg, cfg.train_split, rt, True, size)
-    val_set, val_derived = split_data(cfg, cfg.val_split, rt, False, size) if cfg.val_split else (None, 0)
+    with torch.random.fork_rng(devices=[]):  # building the frozen encoders (a cache miss) must not move the seed
+        train_set, ecg_dim, derived = split_data(cfg, cfg.train_split, rt, True, size)
+        val_set, _, val_derived = split_data(cfg, cfg.val_split, rt, False, size) if cfg.val_split else (None, 0, 0)
     if rt.distributed and rt.is_main:
         dist.barrier()
     if derived + val_derived:  # once per run, not per record
@@ -221,7 +226,7 @@ def data_loaders(cfg: Config, rt, size: int):
         val_batch = min(cfg.batch_size, len(val_set) // rt.world_size * rt.world_size)
         val_sampler = GlobalBatchSampler(len(val_set), val_batch, rt.rank, rt.world_size, cfg.seed, shuffle=False)
         val_loader = make_loader(val_set, val_sampler, workers, rt.device)
-    return sampler, loader, val_loader
+    return sampler, loader, val_loader, ecg_dim
 
 
 @exit_on_error
@@ -234,12 +239,14 @@ def main(argv=None):
     out = Path(cfg.out_dir)
 
     encoder = load_vit(cfg.init, cfg.model, cfg.img_size, norm_eps=cfg.encoder_norm_eps)
-    heads_cfg = HeadsConfig(cxr_dim=encoder.cfg.embed_dim, use_ecg=cfg.use_ecg, use_labs=cfg.use_labs,
-                            contrastive_weight=cfg.contrastive_weight, regression_weight=cfg.regression_weight,
-                            target_dropout=cfg.target_dropout, dropout=cfg.head_dropout)
+    sampler, loader, val_loader, ecg_dim = data_loaders(cfg, rt, encoder.cfg.img_size)
+    # The ECG heads take the teacher's width (1024 for ECGFounder, narrower for the built-in world's teacher).
+    heads_cfg = HeadsConfig(cxr_dim=encoder.cfg.embed_dim, ecg_dim=ecg_dim, use_ecg=cfg.use_ecg,
+                            use_labs=cfg.use_labs, contrastive_weight=cfg.contrastive_weight,
+                            regression_weight=cfg.regression_weight, target_dropout=cfg.target_dropout,
+                            dropout=cfg.head_dropout)
     model = PaCX(PaCXConfig(encoder.cfg, heads_cfg, cfg.strategy, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout,
                             cfg.last_n), encoder)
-    sampler, loader, val_loader = data_loaders(cfg, rt, encoder.cfg.img_size)
 
     model.to(rt.device)
     optimizer = make_adamw(param_groups(model, cfg.weight_decay, cfg.decay_all), cfg.lr)

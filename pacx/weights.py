@@ -27,7 +27,7 @@ import torch
 
 from pacx.checkpoint import load
 from pacx.errors import PacxError
-from pacx.models.ecg import ECGEncoder, Net1DConfig
+from pacx.models.ecg import ECGEncoder, Net1DConfig, config_from_state_dict
 from pacx.models.labs_dae import LabDAE, LabDAEConfig
 from pacx.models.lora import ORIGINAL_ENCODER_PREFIX, from_original_pacx_stage2
 from pacx.models.mae import DECODER_PREFIXES, MAE_PRESETS, MAEConfig, MaskedAutoencoder
@@ -278,9 +278,10 @@ def ecgfounder_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_ecg_encoder(path, cfg: Net1DConfig | None = None) -> ECGEncoder:
-    """The frozen ECGFounder trunk with the weights of `path` (`12_lead_ECGFounder.pth`)."""
-    model = ECGEncoder(cfg)
+    """The frozen ECGFounder trunk with the weights of `path` (`12_lead_ECGFounder.pth`, or a narrower Net1D such as
+    the built-in world's ECG teacher: without `cfg`, the widths are read from the tensor shapes)."""
     state = ecgfounder_state_dict(path)
+    model = ECGEncoder(cfg or config_from_state_dict(state))
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

@@ -238,7 +238,7 @@ def test_shuffled_pairs_control_and_retrieval_report(ready, tmp_path):
     targets = {"ecg": torch.arange(20.0)[:, None].repeat(1, 3), "labs": torch.arange(20.0)[:, None] * 10}
     moved = train_distill.shuffled(targets, seed=1)
     order = moved["ecg"][:, 0].long()
-    assert sorted(order.tolist()) == list(range(20)) and (order != torch.arange(20)).float().mean() > 0.8
+    assert sorted(order.tolist()) == list(range(20)) and (order != torch.arange(20)).all()  # a derangement
     assert torch.equal(moved["labs"][:, 0], order.float() * 10)  # the same other patient for both targets
     res = run(["--batch_size", "8", "--epochs", "1", "--shuffle_pairs"], ready, tmp_path / "control")
     assert res.returncode == 0, why(res)

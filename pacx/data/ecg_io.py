@@ -20,7 +20,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import butter, filtfilt, iirnotch, medfilt, resample_poly
+from scipy.ndimage import median_filter
+from scipy.signal import butter, filtfilt, iirnotch, resample_poly
 
 from pacx.errors import DataError
 
@@ -170,7 +171,9 @@ def ecgfounder_preprocess(sig: np.ndarray, fs: int = ECG_FS, notch_hz: float | N
     sig = filtfilt(b, a, sig, axis=-1)
     width = int(0.4 * fs) + 1
     width += 1 - width % 2  # medfilt needs an odd width
-    sig = sig - medfilt(sig, kernel_size=[1, width])  # per-lead baseline wander
+    # per-lead baseline wander: scipy.signal.medfilt(sig, [1, width]) (zero-padded edges), computed lead by lead
+    # with the 1-D median_filter, which gives the same numbers ~100x faster (medfilt on 2-D input has no 1-D path)
+    sig = sig - np.stack([median_filter(lead, size=width, mode="constant", cval=0.0) for lead in sig])
     return ((sig - sig.mean()) / (sig.std() + 1e-8)).astype(np.float32)
 
 

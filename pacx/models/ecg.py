@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ecg_embed_dim = 1024  # width of the last stage = the ECG target dimension of Stage 2
+ecg_embed_dim = 1024  # width of the last stage of the released ECGFounder = its ECG target dimension in Stage 2
 
 
 @dataclass
@@ -165,8 +165,48 @@ class Net1D(nn.Module):
         return self.dense(self.forward_features(x))  # (B, n_classes)
 
 
+def config_from_state_dict(state_dict: dict[str, torch.Tensor], base: Net1DConfig | None = None) -> Net1DConfig:
+    """The Net1D widths of a checkpoint, read from its tensor shapes: base_filters and kernel_size (first_conv),
+    one stage per `stage_list.{s}` and one block per `block_list.{b}` (m_blocks_list), each stage's width (its first
+    block's conv3 output: filter_list), ratio (conv1 output / stage width), groups_width (stage width / the groups
+    of conv2) and n_classes (`dense.weight` rows, 0 without it). Everything else (in_channels, stride, use_bn,
+    use_do) comes from `base`: in_channels stays 12 so a 1-lead checkpoint is refused by shape, not half-loaded.
+    The released 12_lead_ECGFounder.pth gives Net1DConfig() exactly."""
+    base = base or Net1DConfig()
+    stem = state_dict.get("first_conv.conv.weight")
+    if stem is None or stem.ndim != 3:
+        return base  # not a Net1D checkpoint: the key check names what is missing
+    blocks: dict[int, set[int]] = {}
+    for k in state_dict:
+        parts = k.split(".")
+        if len(parts) > 4 and parts[0] == "stage_list" and parts[2] == "block_list":
+            if parts[1].isdigit() and parts[3].isdigit():
+                blocks.setdefault(int(parts[1]), set()).add(int(parts[3]))
+    stages = sorted(blocks)
+    if not stages or stages != list(range(len(stages))):
+        return base
+    widths, ratio, groups_width = [], base.ratio, base.groups_width
+    for s in stages:
+        conv1 = state_dict.get(f"stage_list.{s}.block_list.0.conv1.conv.weight")
+        conv2 = state_dict.get(f"stage_list.{s}.block_list.0.conv2.conv.weight")
+        conv3 = state_dict.get(f"stage_list.{s}.block_list.0.conv3.conv.weight")
+        if conv1 is None or conv2 is None or conv3 is None:
+            return base
+        width = int(conv3.shape[0])
+        widths.append(width)
+        if s == 0:
+            ratio = int(conv1.shape[0]) / width
+            groups = int(conv2.shape[0]) // max(int(conv2.shape[1]), 1)  # (mid, mid / groups, k)
+            groups_width = width // max(groups, 1)
+    dense = state_dict.get("dense.weight")
+    return replace(base, base_filters=int(stem.shape[0]), kernel_size=int(stem.shape[2]), ratio=ratio,
+                   filter_list=tuple(widths), m_blocks_list=tuple(len(blocks[s]) for s in stages),
+                   groups_width=groups_width, n_classes=int(dense.shape[0]) if dense is not None else 0)
+
+
 class ECGEncoder(Net1D):
-    """Frozen ECGFounder trunk: preprocessed (B, 12, 5000) ECG -> (B, 1024) embedding; always in eval mode.
+    """Frozen ECGFounder trunk: preprocessed (B, 12, 5000) ECG -> (B, E) embedding (E = the last stage's width,
+    1024 for ECGFounder); always in eval mode.
 
     Subclasses Net1D without the dense head so its parameter names are the checkpoint's own.
     """
