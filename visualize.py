@@ -1,5 +1,5 @@
-"""Figures of a PaCX-MAE run: MAE reconstructions, attention rollout of MAE vs PaCX, the low-label plot and
-training curves, each a PNG in --out_dir.
+"""Figures of a PaCX-MAE run: MAE reconstructions, attention rollout of MAE vs PaCX, the low-label plot, training
+curves and Stage 2's InfoNCE / retrieval against chance, each a PNG in --out_dir.
 
 METHOD.md "Stage 1a" (what the 90%-masked MAE reconstructs; the MAE demo's four panels) and "Stage 3" (attention
 rollout: mean over heads, + identity, row-normalise, multiply through the layers, CLS row over the patches,
@@ -11,12 +11,14 @@ pixels without ImageNet normalisation (`--rollout_imagenet_norm true` for the cl
     python visualize.py --what rollout --mae runs/mae/last.pt --pacx runs/distill/encoder.pt --images test.csv
     python visualize.py --what lowlabel --results runs/eval/results.json
     python visualize.py --what curves --logs runs/mae/metrics.jsonl,runs/distill/metrics.jsonl
-    python visualize.py --what all --mae ... --pacx ... --images ... --results ... --logs ...
+    python visualize.py --what stage2 --stage2 runs/distill,runs/distill_shuffled
+    python visualize.py --what all --mae ... --pacx ... --images ... --results ... --logs ... --stage2 ...
 
 `--what all` draws every figure whose inputs are given. Checkpoints: a pacx Stage-1 `last.pt` (or an official
 `mae_visualize_vit_base.pth` / `mae_pretrain_vit_base_full.pth`, which carry the decoder that reconstructions
 need), a pacx Stage-2 `encoder.pt`, or any encoder layout `pacx.weights` reads.
 """
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +35,13 @@ from pacx.data.stage1 import image_dataset
 from pacx.data.transforms import eval_resize
 from pacx.weights import load_mae, load_vit, vit_config
 
-WHAT = ("recon", "rollout", "lowlabel", "curves")
+WHAT = ("recon", "rollout", "lowlabel", "curves", "stage2")
 
 
 @dataclass
 class Config:
-    what: str = opt("all", "recon | rollout | lowlabel | curves | all (every figure whose inputs are given)")
+    what: str = opt("all", "recon | rollout | lowlabel | curves | stage2 | all (every figure whose inputs are "
+                                   "given)")
     out_dir: str = opt("figures", "folder for the PNGs")
     images: str = opt("", "recon / rollout: a folder of images or a CSV with an image-path column")
     image_column: str = opt("Path", "image-path column of an --images CSV")
@@ -55,6 +58,8 @@ class Config:
     results: tuple[str, ...] = opt((), "lowlabel: evaluate.py results.json file(s), comma-separated")
     metrics: tuple[str, ...] = opt(("auroc", "f1"), "lowlabel: metrics to plot (empty: every metric found)")
     logs: tuple[str, ...] = opt((), "curves: metrics.jsonl files or run folders holding one, comma-separated")
+    stage2: tuple[str, ...] = opt((), "stage2: train_distill.py run folders (metrics.jsonl, config.json), "
+                                      "comma-separated, e.g. the real run and its --shuffle_pairs control")
     dpi: int = opt(100, "figure resolution (figures are 12 inches wide: 1200 px at 100 dpi)")
     device: str = opt("auto", "auto | cpu | cuda")
 
@@ -120,22 +125,51 @@ def draw_lowlabel(cfg: Config, out: Path) -> Path:
     return plots.plot_lowlabel(out / "lowlabel.png", records, cfg.dpi)
 
 
+def read_log(entry: str) -> tuple[str, list[dict]]:
+    """(run name, records) of a metrics.jsonl file or a run folder holding one."""
+    path = Path(entry)
+    path = path / "metrics.jsonl" if path.is_dir() else path
+    if not path.is_file():
+        raise PacxError(f"{entry}: no metrics.jsonl there")
+    try:
+        records = read_jsonl(path)
+    except ValueError as e:
+        raise PacxError(f"{path}: not a JSON-lines log ({e})") from None
+    return (path.parent.name if path.name == "metrics.jsonl" else path.stem), records
+
+
 def draw_curves(cfg: Config, out: Path) -> Path:
     if not cfg.logs:
         raise PacxError("curves needs --logs (metrics.jsonl files or run folders)")
     logs = {}
     for entry in cfg.logs:
-        path = Path(entry)
-        path = path / "metrics.jsonl" if path.is_dir() else path
-        if not path.is_file():
-            raise PacxError(f"{entry}: no metrics.jsonl there")
-        try:
-            records = read_jsonl(path)
-        except ValueError as e:
-            raise PacxError(f"{path}: not a JSON-lines log ({e})") from None
-        name = path.parent.name if path.name == "metrics.jsonl" else path.stem
-        logs[name if name not in logs else str(path)] = records
+        name, records = read_log(entry)
+        logs[name if name not in logs else entry] = records
     return plots.plot_curves(out / "curves.png", logs, cfg.dpi)
+
+
+def draw_stage2(cfg: Config, out: Path) -> Path:
+    """InfoNCE against ln(batch) and retrieval against chance; the batch comes from each run's config.json, the
+    retrieval candidates from its retrieval.json (train_distill.py writes both)."""
+    if not cfg.stage2:
+        raise PacxError("stage2 needs --stage2 (train_distill.py run folders)")
+    logs, batches = {}, set()
+    for entry in cfg.stage2:
+        name, records = read_log(entry)
+        logs[name if name not in logs else entry] = records
+        folder = Path(entry) if Path(entry).is_dir() else Path(entry).parent
+        try:
+            batch = json.loads((folder / "config.json").read_text())["script"]["batch_size"]
+            retrieval = folder / "retrieval.json"
+            candidates = json.loads(retrieval.read_text())["candidates"] if retrieval.is_file() else batch
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise PacxError(f"{folder}: not a train_distill.py run folder (config.json / retrieval.json: {e})") \
+                from None
+        batches.add((batch, candidates))
+    if len(batches) > 1:
+        raise PacxError(f"stage2: the runs used different batch sizes {sorted(batches)}; one chance level per figure")
+    batch, candidates = batches.pop()
+    return plots.plot_stage2(out / "stage2.png", logs, batch, candidates, cfg.dpi)
 
 
 @exit_on_error
@@ -147,9 +181,10 @@ def main(argv=None) -> list[Path]:
     if cfg.what == "all":
         # Every figure whose inputs were given; a figure whose inputs are absent is left out, not an error.
         wanted = [w for w, given in (("recon", cfg.mae and cfg.images), ("rollout", (cfg.mae or cfg.pacx)
-                                     and cfg.images), ("lowlabel", cfg.results), ("curves", cfg.logs)) if given]
+                                     and cfg.images), ("lowlabel", cfg.results), ("curves", cfg.logs),
+                                     ("stage2", cfg.stage2)) if given]
         if not wanted:
-            raise PacxError("--what all: no inputs given (--mae/--pacx with --images, --results, --logs)")
+            raise PacxError("--what all: no inputs given (--mae/--pacx with --images, --results, --logs, --stage2)")
     else:
         wanted = [cfg.what]
     device = pick_device(cfg.device)
@@ -162,8 +197,10 @@ def main(argv=None) -> list[Path]:
             written.append(draw_rollout(cfg, device, out))
         elif what == "lowlabel":
             written.append(draw_lowlabel(cfg, out))
-        else:
+        elif what == "curves":
             written.append(draw_curves(cfg, out))
+        else:
+            written.append(draw_stage2(cfg, out))
         print(f"wrote {written[-1]}")
     return written
 

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-CHECKPOINTS = ("mae/last.pt", "labs/last.pt", "distill/last.pt", "distill/encoder.pt")
-LOGS = ("mae", "labs", "distill")
-RESULTS = ("eval_fluid/results.json", "eval_findings/results.json")
+CHECKPOINTS = ("mae/last.pt", "labs/last.pt", "ecg_teacher/teacher.pth", "distill/last.pt", "distill/encoder.pt",
+               "distill_shuffled/encoder.pt")
+LOGS = ("mae", "labs", "distill", "distill_shuffled")
+RESULTS = ("eval_physiology/results.json", "eval_anatomy/results.json")
 SECTIONS = ("classification", "segmentation", "alignment")
 THRESHOLDED = ("accuracy", "precision", "recall", "f1", "f1_tuned", "R@1", "R@5", "R@10")
 
@@ -50,7 +51,8 @@ def fingerprint(run: Path) -> dict:
 
     tensors = {}
     for name in CHECKPOINTS:
-        for key, t in load(run / name)["model"].items():
+        ckpt = load(run / name)
+        for key, t in ckpt.get("model", ckpt.get("state_dict")).items():  # pacx runs / the ECGFounder layout
             w = t.double().reshape(-1).numpy()
             tensors[f"{name}:{key}"] = [float(w.sum()), float(w @ _pattern(w.size)), float(np.abs(w).sum())]
     first_loss = {}

@@ -209,19 +209,19 @@ def test_fluid_drawn_weakly_in_image():
     assert diff[lung == 1].mean() > 3 * abs(diff[lung == 0].mean())  # the change sits in the lung fields
 
 
-def test_fluid_overload_easier_from_labs_and_ecg_than_pixels(world):
-    y, n_train = world.labels["fluid_overload"], 150
+def test_fluid_overload_easier_from_labs_than_pixels(world):
+    # Fluid overload is strong in the labs and weak in the image (there, mostly through the heart size it correlates
+    # with). pacx.world.oracle measures the same on the validation split with the trained teachers' embeddings.
+    y, n_train = world.labels["fluid_overload"], 250
     pct, observed = LabPercentiles().fit(world.labs[:n_train]).transform(world.labs)
-    ecg = np.concatenate([np.log(np.ptp(world.ecg, axis=-1)), world.ecg.std(axis=-1)], axis=1)  # (N, 24)
-    features = {"labs+ecg": np.concatenate([pct, observed, ecg], axis=1), "ecg": ecg,
-                "pixels": world.cxr.reshape(len(y), -1) / 255.0}
+    features = {"labs": np.concatenate([pct, observed], axis=1), "pixels": world.cxr.reshape(len(y), -1) / 255.0}
     auroc = {}
     for name, x in features.items():
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=3000))
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=3000))
         model.fit(x[:n_train], y[:n_train])
         auroc[name] = roc_auc_score(y[n_train:], model.predict_proba(x[n_train:])[:, 1])
-    assert auroc["labs+ecg"] > 0.8 and auroc["labs+ecg"] > auroc["pixels"] + 0.1, auroc
-    assert auroc["ecg"] > auroc["pixels"], auroc
+    assert auroc["labs"] > 0.78 and auroc["labs"] > auroc["pixels"] + 0.08, auroc
+    assert auroc["pixels"] > 0.6, auroc  # weak, but present
 
 
 def test_labs_follow_physiology_and_missingness(world):

@@ -220,6 +220,36 @@ def test_curves(world, tmp_path):
     assert png_size(path) == (1200, 800)
 
 
+def stage2_run(folder, batch: int, drop: float) -> None:
+    """A train_distill.py-shaped run folder: InfoNCE falling by `drop` per log line, retrieval rising with it."""
+    folder.mkdir(parents=True)
+    lines = []
+    for i in range(1, 5):
+        lines.append({"step": 10 * i, "epoch": i, "contrastive_ecg": 4.1 - drop * i, "contrastive_labs": 4.1,
+                      "total": 1.0, "lr": 1e-3})
+        lines.append({"step": 10 * i, "epoch": i, "val_loss": 1.0, "val_contrastive_ecg": 4.1 - drop * i,
+                      "val_ecg_top1": 0.02 + drop * i, "val_ecg_top5": 0.1, "val_labs_top1": 0.016})
+    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    (folder / "config.json").write_text(json.dumps({"script": {"batch_size": batch}}))
+
+
+def test_stage2_figure_and_its_errors(tmp_path, capsys):
+    stage2_run(tmp_path / "distill", 64, 0.1)
+    stage2_run(tmp_path / "distill_shuffled", 64, 0.0)
+    (path,) = run(["--what", "stage2", "--stage2", f"{tmp_path / 'distill'},{tmp_path / 'distill_shuffled'}",
+                   "--out_dir", tmp_path / "fig"])
+    assert path.name == "stage2.png" and png_size(path) == (1200, 800)
+    stage2_run(tmp_path / "other_batch", 32, 0.1)
+    (tmp_path / "mae").mkdir()
+    (tmp_path / "mae" / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.5}) + "\n")
+    (tmp_path / "mae" / "config.json").write_text(json.dumps({"script": {"batch_size": 64}}))
+    for runs, message in (([tmp_path / "distill", tmp_path / "other_batch"], "different batch sizes"),
+                          ([tmp_path / "mae"], "no Stage-2 InfoNCE terms")):
+        with pytest.raises(SystemExit) as e:
+            run(["--what", "stage2", "--stage2", ",".join(str(r) for r in runs), "--out_dir", tmp_path / "fig"])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+
+
 # ---- the script ----
 
 def test_all_help_and_bad_flags(world, tmp_path, capsys):

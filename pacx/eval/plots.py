@@ -320,3 +320,35 @@ def plot_curves(path, logs: dict[str, list[dict]], dpi: int = 100) -> Path:
         ax.set_visible(False)
     fig.suptitle("Training curves", fontsize=13)
     return _save(fig, path)
+
+
+def plot_stage2(path, logs: dict[str, list[dict]], batch: int, candidates: int, dpi: int = 100) -> Path:
+    """Stage 2 at a glance, one line per (run, teacher): training InfoNCE against its chance level ln(batch), and
+    validation InfoNCE and in-batch retrieval top-1 / top-5 against chance (1 / candidates, 5 / candidates).
+    A run that learns pulls its InfoNCE below ln(batch) and its retrieval above chance; the shuffled-pairs control
+    should do neither. `logs`: run name -> train_distill.py metrics.jsonl records. Figure 12 x 8 inches, 2 x 2."""
+    teachers = [t for t in ("ecg", "labs") if any(f"contrastive_{t}" in r for recs in logs.values() for r in recs)]
+    if not teachers:
+        raise PacxError(f"stage2: no Stage-2 InfoNCE terms (contrastive_ecg / contrastive_labs) in {', '.join(logs)}")
+    panels = [("training InfoNCE", "contrastive_{}", np.log(batch), f"ln(batch {batch})"),
+              ("validation InfoNCE", "val_contrastive_{}", np.log(candidates), f"ln({candidates})"),
+              ("validation retrieval top-1", "val_{}_top1", 1 / candidates, f"chance 1/{candidates}"),
+              ("validation retrieval top-5", "val_{}_top5", min(5, candidates) / candidates,
+               f"chance {min(5, candidates)}/{candidates}")]
+    fig = _figure(12, 8, dpi)
+    styles = ("-", "--", ":", "-.")
+    for ax, (title, key, chance, chance_label) in zip(fig.subplots(2, 2).ravel(), panels):
+        for (run, recs), style in zip(logs.items(), styles * len(logs)):
+            for color, teacher in zip(("tab:red", "tab:blue"), teachers):
+                pts = [(r["step"], r[key.format(teacher)]) for r in recs if key.format(teacher) in r and "step" in r]
+                if pts:
+                    steps, values = zip(*pts)
+                    ax.plot(steps, values, style, color=color, marker="." if len(pts) < 30 else None,
+                            label=f"{run}: {teacher}")
+        ax.axhline(chance, color="gray", lw=1, label=chance_label)
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Stage 2: InfoNCE and validation retrieval against chance", fontsize=13)
+    return _save(fig, path)

@@ -10,7 +10,16 @@ The beat template repeats at the patient's heart rate with 3% beat-to-beat jitte
   - rate: the state's heart rate; QT follows Bazett (QT = 0.40 s x sqrt(RR));
   - QRS voltage grows with cardiac size (left-ventricular hypertrophy), times a body-habitus nuisance factor;
   - potassium above 4.5 mmol/L gives tall, narrow (peaked) T waves, above 5 it widens the QRS;
-  - fluid overload stretches the atria: taller, wider P waves.
+  - fluid overload stretches the atria: taller, wider P waves;
+  - the PR interval (P-wave centre to R peak) lengthens with age (conduction slowing);
+  - body habitus turns the QRS axis leftwards in the frontal plane (a horizontal heart), which, unlike the overall
+    voltage, survives ECGFounder's per-record z-score.
+Effect sizes (the parameters come from `pacx.world.physiology.ecg_parameters`): rate 76 bpm + 7 per SD of inflammation
++ 5 per SD of fluid; R amplitude 1.3 mV x exp(0.22 cardiac - 0.06 fluid) x exp(-0.1 habitus) x exp(0.1 e);
+QRS 88 ms + 20 ms per mmol/L potassium above 5 + 6 ms per SD of cardiac above 0; T amplitude 0.25 mV + 0.5 mV per
+mmol/L potassium above 4.5, T width 55 ms / (1 + 0.6 (K - 4.5)+); P amplitude 0.12 mV + 0.035 mV per SD of fluid,
+P width 22 ms + 3 ms per SD of fluid; PR 160 ms + 12 ms per SD of age; QRS axis rotated by -8 degrees per SD of
+habitus (sd of the noise terms: `pacx.world.physiology`).
 Leads are projections of H: lead I on x, lead II on the +60 degree frontal axis, V1-V6 on horizontal-plane
 directions from right-anterior (V1) to left-lateral (V6). Noise (baseline wander, mains hum, white noise) is
 added to I, II and each V lead; III, aVR, aVL, aVF are then computed from the noisy I and II, so
@@ -24,8 +33,8 @@ from scipy.signal import fftconvolve
 LEAD_NAMES = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 FS = 500  # Hz
 SECONDS = 10
-_PRE = 0.25  # seconds of template before the R peak (room for the P wave)
-_TEMPLATE = 0.9  # seconds of template in all (room for the T wave at 45 bpm)
+_PRE = 0.35  # seconds of template before the R peak (room for the P wave at the longest PR)
+_TEMPLATE = 1.0  # seconds of template in all (room for the T wave at 45 bpm)
 _CHUNK = 128
 _STREAM = 2  # random-stream tag: keeps ECG noise independent of the pixel noise drawn from the same seed
 
@@ -47,13 +56,13 @@ def _unit(v) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def _beat_template(heart_rate, qrs_width, r_amp, t_amp, t_width, p_amp, p_width) -> np.ndarray:
+def _beat_template(heart_rate, qrs_width, r_amp, t_amp, t_width, p_amp, p_width, pr=0.16, axis=0.0) -> np.ndarray:
     """One beat of the dipole per record: (B, 3, T) mV, R peak at sample _PRE * FS. Inputs are (B,) arrays."""
     tau = np.arange(int(_TEMPLATE * FS)) / FS - _PRE  # (T,) seconds from the R peak
     qt = 0.40 * np.sqrt(60.0 / heart_rate)  # Bazett at QTc 400 ms
     w = qrs_width / 0.09  # lobe widths and offsets stretch with the QRS duration
     lobes = (  # (name, amplitude, centre s, width s), each (B,) or scalar
-        ("p", p_amp, -0.16, p_width),
+        ("p", p_amp, -np.asarray(pr, np.float64), p_width),
         ("q", 0.15 * r_amp, -0.022 * w, 0.008 * w),
         ("r", r_amp, 0.0, 0.011 * w),
         ("s", 0.35 * r_amp, 0.026 * w, 0.009 * w),
@@ -64,7 +73,12 @@ def _beat_template(heart_rate, qrs_width, r_amp, t_amp, t_width, p_amp, p_width)
         amp, centre, width = (np.broadcast_to(np.asarray(a, np.float64), heart_rate.shape)[:, None]
                               for a in (amp, centre, width))  # (B, 1)
         shape = amp * np.exp(-0.5 * ((tau[None, :] - centre) / width) ** 2)  # (B, T)
-        h = h + shape[:, None, :] * _unit(_DIRECTION[name])[None, :, None]  # (B, 3, T)
+        d = np.broadcast_to(_unit(_DIRECTION[name]), (len(heart_rate), 3))  # (B, 3)
+        if name in ("q", "r", "s"):  # QRS axis: rotate in the frontal (x, y) plane, + towards inferior
+            theta = np.deg2rad(np.broadcast_to(np.asarray(axis, np.float64), heart_rate.shape))
+            c, s = np.cos(theta), np.sin(theta)
+            d = np.stack([c * d[:, 0] - s * d[:, 1], s * d[:, 0] + c * d[:, 1], d[:, 2]], axis=1)
+        h = h + shape[:, None, :] * d[:, :, None]  # (B, 3, T)
     return h
 
 
@@ -105,11 +119,13 @@ def synthesize_ecg(params: dict[str, np.ndarray], seed: int) -> np.ndarray:
     """ECGs (N, 12, 5000) float32 in mV, lead order LEAD_NAMES.
 
     params: per-record (N,) arrays: heart_rate (bpm), qrs_width (s), r_amp (mV), t_amp (mV), t_width (s),
-    p_amp (mV), p_width (s). Chunk k draws its rhythm and noise from default_rng([seed, 2, k]).
+    p_amp (mV), p_width (s) and optionally pr (s, P-wave centre before the R peak; default 0.16) and axis (degrees,
+    frontal-plane rotation of the QRS, + towards inferior; default 0). Chunk k draws its rhythm and noise from
+    default_rng([seed, 2, k]).
     """
     n = len(params["heart_rate"])
     if np.any((params["heart_rate"] < 30) | (params["heart_rate"] > 220)):
-        raise ValueError("synthetic_ecg: heart_rate must lie in [30, 220] bpm")
+        raise ValueError("world ECG: heart_rate must lie in [30, 220] bpm")
     frontal_ii = np.array([np.cos(np.pi / 3), np.sin(np.pi / 3), 0.0])
     precordial = np.stack([_PRECORDIAL_GAIN * np.array([np.cos(a), 0.1, np.sin(a)])
                            for a in np.deg2rad(_PRECORDIAL_DEG)])  # (6, 3)

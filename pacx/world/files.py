@@ -10,7 +10,8 @@ Files written by `write_world(out_dir, ...)` (paths inside CSVs are relative to 
                                             columns hadm_id, split, cxr_path, ecg_path (record path, no suffix)
   data_npy/{train,val,val_retrieval,test}/  the Symile-MIMIC tensors, see `_write_npy` (the two retrieval splits
                                             only with format "retrieval")
-  world.json                                seed, sizes, names, and per sample hadm_id, split, state, labels
+  world.json                                seed, sizes, names, and per sample hadm_id, split, state (the
+                                            Physiology fields), ECG parameters (ecg_<name>), labels
 
 Notation: N = patients, S = image side, L = 50 labs.
 """
@@ -127,9 +128,9 @@ def write_world(out_dir, n_train: int, n_val: int, n_test: int, seed: int = 0, i
     """Make a world of n_train + n_val + n_test patients and write it under out_dir (see the module docstring)."""
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
-        raise ValueError(f"synthetic.write_world: unknown formats {unknown}; expected a subset of {FORMATS}")
+        raise ValueError(f"write_world: unknown formats {unknown}; expected a subset of {FORMATS}")
     if "wfdb" in formats and "images" not in formats:
-        raise ValueError("synthetic.write_world: format 'wfdb' writes triplets.csv, which needs format 'images' too")
+        raise ValueError("write_world: format 'wfdb' writes triplets.csv, which needs format 'images' too")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     world = make_world(n_train + n_val + n_test, seed, image_size)
@@ -167,6 +168,7 @@ def write_world(out_dir, n_train: int, n_val: int, n_test: int, seed: int = 0, i
 
     samples = {"hadm_id": world.hadm_id.tolist(), "split": split.tolist()}
     samples |= {f.name: np.round(getattr(world.physiology, f.name), 6).tolist() for f in fields(Physiology)}
+    samples |= {f"ecg_{k}": np.round(v, 6).tolist() for k, v in world.ecg_params.items()}
     samples |= {name: v.tolist() for name, v in world.labels.items()}
     meta = {"seed": seed, "image_size": image_size, "n_train": n_train, "n_val": n_val, "n_test": n_test,
             "formats": list(formats), "lead_names": list(LEAD_NAMES), "lab_itemids": list(LAB_ITEMIDS),
