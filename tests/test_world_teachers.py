@@ -157,3 +157,27 @@ def test_ecg_embeddings_agree_from_the_symile_array_and_the_world_in_memory(teac
     from_world = encode_ecg(world.ecg[rows], encoder, torch.device("cpu"))
     scale = np.abs(from_world).max()
     np.testing.assert_allclose(from_symile, from_world, atol=1e-4 * scale)
+
+
+def test_oracle_backbone_features_are_what_evaluate_feeds(tiny_world):
+    """--backbones: the CLS features the oracle measures are the backbone on each PNG as evaluate.py reads it
+    (`eval_resize`: three channels, ImageNet-normalised), here for a random init at the world's size."""
+    import pandas as pd
+    from PIL import Image
+
+    from pacx.data.transforms import eval_resize
+    from pacx.weights import load_backbone
+    from pacx.world.oracle import cls_features, read_pixels
+
+    world = tiny_world / "world"
+    paths = pd.read_csv(world / "images.csv")["path"].tolist()[:3]
+    got = cls_features("", read_pixels(world, paths), 32)
+    torch.manual_seed(0)
+    backbone, _ = load_backbone("", "tiny", img_size=32)
+    x = torch.stack([eval_resize(torch.from_numpy(np.array(Image.open(world / p)))[None], 32) for p in paths])
+    with torch.no_grad():
+        np.testing.assert_allclose(got, backbone.eval()(x).numpy(), atol=1e-5)
+    report = oracle_report(world, None, None, tiny_world / "targets", log=lambda *_: None, backbones={"random": ""})
+    entry = report["backbones"]["random"]
+    assert set(entry["factors"]) == {"age_z", "habitus", "cardiac", "renal", "inflammation", "fluid"}
+    assert set(entry["labels"]) == set(json.loads((world / "world.json").read_text())["label_names"])

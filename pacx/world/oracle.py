@@ -21,10 +21,16 @@ What is measured (all linear; regularisation chosen inside the training split on
                lab embedding and the ECG embedding.
   factors      validation R^2 of RidgeCV from the pixels, the lab embedding and the ECG embedding to each latent
                factor: the measured effect size of every factor in every modality.
+  backbones    (with --backbones) the same for trained image encoders: validation R^2 of RidgeCV from each
+               backbone's CLS features (the world's PNGs resized and ImageNet-normalised as evaluate.py feeds them)
+               to each factor and each teacher embedding, and validation AUROC of the logistic regression to each
+               label: the link between Stage 2 and the Stage-3 probes, measured.
 The latent state is every `pacx.world.physiology.Physiology` field in world.json (creatinine as its log).
 
     python -m pacx.world.oracle --world runs/demo/world --labs_dae runs/demo/labs/last.pt \
         --ecg_weights runs/demo/ecg_teacher/teacher.pth --targets_cache runs/demo/targets
+    python -m pacx.world.oracle ... --backbones mae=runs/demo/mae/last.pt,pacx=runs/demo/distill/encoder.pt \
+        --out runs/demo/oracle_backbones.json
 
 Writes oracle.json beside world.json (or --out) and prints the tables. Notation: N = patients of a split,
 P = pixels, T = embedding width.
@@ -166,8 +172,48 @@ def teacher_embeddings(world: Path, labs_dae: str | None, ecg_weights: str | Non
     return out
 
 
+def cls_features(path: str, pixels: np.ndarray, size: int, model: str = "tiny") -> np.ndarray:
+    """(N, D) CLS features of a backbone checkpoint ('' = random init of `model`) on gray pixels (N, size * size) in
+    [0, 1], fed as evaluate.py feeds the PNGs (three channels, ImageNet-normalised, the backbone's input size)."""
+    import torch
+    import torch.nn.functional as F
+
+    from pacx.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from pacx.weights import load_backbone
+
+    torch.manual_seed(0)
+    backbone, _ = load_backbone(path, model, img_size=size if not path else 0)
+    backbone.eval()
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    out = []
+    with torch.no_grad():
+        for lo in range(0, len(pixels), 256):
+            x = torch.from_numpy(pixels[lo:lo + 256]).view(-1, 1, size, size).expand(-1, 3, -1, -1)
+            x = F.interpolate(x, size=backbone.cfg.img_size, mode="bilinear", antialias=True) \
+                if backbone.cfg.img_size != size else x
+            out.append(backbone((x - mean) / std).numpy())
+    return np.concatenate(out)
+
+
+def backbone_report(backbones: dict[str, str], pix: dict, fac: dict, emb: dict, labels: dict, size: int,
+                    log=print) -> dict:
+    """For each backbone: validation R^2 from its CLS features to each factor and teacher embedding, and validation
+    AUROC of a logistic regression to each label (fitted on the training split)."""
+    out = {}
+    for name, path in backbones.items():
+        f = {k: cls_features(path, pix[k], size) for k in ("train", "val")}
+        entry = {"factors": {k: r2(fac["val"][k], ridge_fit_predict(f["train"], fac["train"][k], f["val"]))
+                             for k in fac["train"]},
+                 "embeddings": {m: r2(emb["val"][m], ridge_fit_predict(f["train"], emb["train"][m], f["val"]))
+                                for m in ("labs", "ecg") if emb and m in emb["train"]},
+                 "labels": {k: logistic_auroc(f["train"], y["train"], f["val"], y["val"]) for k, y in labels.items()}}
+        out[name] = entry
+        log(f"oracle: backbone {name}: " + ", ".join(f"{k} R2 {v:.3f}" for k, v in entry["factors"].items()))
+    return out
+
+
 def oracle_report(world: Path, labs_dae: str | None, ecg_weights: str | None, cache: Path, log=print,
-                  batch: int = RETRIEVAL_BATCH) -> dict:
+                  batch: int = RETRIEVAL_BATCH, backbones: dict[str, str] | None = None) -> dict:
     t0 = time.perf_counter()
     meta = json.loads((world / "world.json").read_text())
     s = meta["samples"]
@@ -234,6 +280,9 @@ def oracle_report(world: Path, labs_dae: str | None, ecg_weights: str | None, ca
             entry[f"r2_{m}_embedding"] = r2(fac["val"][f], ridge_fit_predict(emb["train"][m], fac["train"][f],
                                                                               emb["val"][m]))
         report["factors"][f] = entry
+    if backbones:
+        labels = {k: {sp: np.asarray(s[k])[r] for sp, r in rows.items()} for k in meta["label_names"]}
+        report["backbones"] = backbone_report(backbones, pix, fac, emb, labels, int(meta["image_size"]), log)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return report
 
@@ -264,6 +313,15 @@ def markdown(report: dict) -> str:
     lines += ["", "| factor | " + " | ".join(f"R2 {c}" for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, e in report["factors"].items():
         lines.append(f"| {name} | " + " | ".join(f(e[f'r2_{c}']) for c in cols) + " |")
+    if report.get("backbones"):
+        first = next(iter(report["backbones"].values()))
+        cols = [f"R2 {k}" for k in first["factors"]] + [f"R2 {k} emb." for k in first["embeddings"]] + \
+               [f"AUROC {k}" for k in first["labels"]]
+        lines += ["", "What each backbone's CLS token encodes (linear, validation):", "",
+                  "| backbone | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for name, e in report["backbones"].items():
+            values = [*e["factors"].values(), *e["embeddings"].values(), *e["labels"].values()]
+            lines.append(f"| {name} | " + " | ".join(f(v) for v in values) + " |")
     return "\n".join(lines)
 
 
@@ -275,6 +333,8 @@ class Config:
     targets_cache: str = opt("", "folder of the cached targets (default: <world>/../targets, train_distill's)")
     out: str = opt("", "report file (default: oracle.json beside world.json)")
     retrieval_batch: int = opt(RETRIEVAL_BATCH, "rows per in-batch retrieval block (Stage 2's batch size)")
+    backbones: tuple[str, ...] = opt((), "name=checkpoint of image encoders whose CLS features are also measured "
+                                         "(empty checkpoint: random init of the tiny ViT), comma-separated")
 
 
 @exit_on_error
@@ -284,7 +344,11 @@ def main(argv=None):
         raise PacxError("--world is required")
     world = Path(cfg.world)
     cache = Path(cfg.targets_cache) if cfg.targets_cache else world.parent / "targets"
-    report = oracle_report(world, cfg.labs_dae or None, cfg.ecg_weights or None, cache, batch=cfg.retrieval_batch)
+    backbones = dict(b.split("=", 1) for b in cfg.backbones if "=" in b)
+    if len(backbones) != len(cfg.backbones):
+        raise PacxError(f"--backbones: expected name=checkpoint entries, got {','.join(cfg.backbones)}")
+    report = oracle_report(world, cfg.labs_dae or None, cfg.ecg_weights or None, cache, batch=cfg.retrieval_batch,
+                           backbones=backbones)
     out = Path(cfg.out) if cfg.out else world / "oracle.json"
     out.write_text(json.dumps(report, indent=1))
     print(markdown(report))
