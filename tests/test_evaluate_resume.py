@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import evaluate
-from conftest import ROOT, kill_after_checkpoint
+from conftest import ROOT, SLOW_SAVES, kill_after_checkpoint
 from pacx.checkpoint import load
 from pacx.errors import PacxError
 from pacx.eval.finetune import finetune, prepare_finetune, resume_state
@@ -146,8 +146,8 @@ def test_killed_evaluation_resumes_bit_identical(data, tmp_path, mode, capsys):
 
     # The 0.5 run (8 steps) finishes; the 1.0 run (16 steps, 4 an epoch) is killed after a random step of its first 14.
     kill_at = int(np.random.default_rng({"finetune": 1, "lora": 2}[mode]).integers(1, 15))
-    proc = subprocess.Popen([sys.executable, SCRIPT, *args], cwd=ROOT, env=ONE_THREAD, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, SCRIPT, *args], cwd=ROOT, env={**ONE_THREAD, **SLOW_SAVES},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = out / "finetune" / "a_1.pt"
     kill_after_checkpoint(proc, last, kill_at)
     state = load(last)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, kill_after_checkpoint, why
+from conftest import ROOT, SLOW_SAVES, kill_after_checkpoint, why
 from pacx.checkpoint import LAST, load
 from pacx.world.files import write_world
 from pacx.models.vit import ViTConfig, VisionTransformer
@@ -97,7 +97,7 @@ def test_killed_and_resumed_run_is_bit_identical(ready, tmp_path):
     ref = run(args, ready, tmp_path / "ref")
     assert ref.returncode == 0, ref.stderr[-2000:]
     out = tmp_path / "killed"
-    proc = run(args, ready, out, popen=True)
+    proc = run(args, ready, out, popen=True, extra_env=SLOW_SAVES)
     kill_after_checkpoint(proc, out / LAST, 6)  # 12 steps, 4 an epoch: killed mid-epoch, after dropout has drawn
     assert load(out / LAST)["step"] < 12
     resumed = run([*args, "--resume"], ready, out)
