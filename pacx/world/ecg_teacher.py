@@ -167,6 +167,9 @@ def train_teacher(cfg: Config, log=print) -> dict:
     _, y_va = findings(p_va, thresholds)
     log(f"ecg_teacher: {len(x_tr)} train / {len(x_va)} val ECGs preprocessed in {t_pre:.0f} s; {len(names)} findings")
 
+    if cfg.epochs <= 1:
+        log(f"warning: the warmup (1 epoch) is as long as the training ({cfg.epochs} epoch): the learning rate never "
+            f"reaches --lr {cfg.lr:g}; pass --epochs 2 or more")
     torch.manual_seed(cfg.seed)
     net_cfg = Net1DConfig(base_filters=cfg.base_filters, filter_list=tuple(cfg.filter_list),
                           m_blocks_list=tuple(cfg.m_blocks_list), groups_width=cfg.groups_width,
