@@ -111,15 +111,15 @@ def load_split_ecg(world: Path, split: str, workers: int = 2) -> tuple[np.ndarra
     return hadm, np.concatenate(out)
 
 
-def split_params(world: Path, hadm: np.ndarray) -> dict[str, np.ndarray]:
-    """The world's ECG parameters (world.json `ecg_<name>`) for the given hadm_ids, in that order."""
+def split_params(world: Path, *hadm: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """The world's ECG parameters (world.json `ecg_<name>`) for each given array of hadm_ids, in that order."""
     s = json.loads((world / "world.json").read_text())["samples"]
-    index = {h: i for i, h in enumerate(s["hadm_id"])}
-    rows = np.array([index[int(h)] for h in hadm])
     missing = [k for k in PARAMETERS if f"ecg_{k}" not in s]
     if missing:
         raise PacxError(f"{world}/world.json: no ECG parameters {missing} (a world written before they were saved)")
-    return {k: np.asarray(s[f"ecg_{k}"], np.float64)[rows] for k in PARAMETERS}
+    index = {h: i for i, h in enumerate(s["hadm_id"])}
+    params = {k: np.asarray(s[f"ecg_{k}"], np.float64) for k in PARAMETERS}
+    return [{k: v[[index[int(h)] for h in ids]] for k, v in params.items()} for ids in hadm]
 
 
 def macro_auroc_per_column(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -161,7 +161,7 @@ def train_teacher(cfg: Config, log=print) -> dict:
     hadm_tr, x_tr = load_split_ecg(world, "train", cfg.workers)
     hadm_va, x_va = load_split_ecg(world, "val", cfg.workers)
     t_pre = time.perf_counter() - t0
-    p_tr, p_va = split_params(world, hadm_tr), split_params(world, hadm_va)
+    p_tr, p_va = split_params(world, hadm_tr, hadm_va)
     thresholds = fit_thresholds(p_tr)  # training split only
     names, y_tr = findings(p_tr, thresholds)
     _, y_va = findings(p_va, thresholds)

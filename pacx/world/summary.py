@@ -38,17 +38,15 @@ def stage2_section(runs: dict[str, Path]) -> list[str]:
         for m in ("ecg", "labs"):
             if m not in retrieval:
                 continue
+            queries = retrieval[m]["queries"]
             t1, t5 = retrieval[m]["top1"], retrieval[m]["top5"]
             loss = f"{train[-1][f'contrastive_{m}']:.3f}" if train and f"contrastive_{m}" in train[-1] else "-"
             lines.append(f"| {name} | {m} | {loss} | {np.log(batch):.3f} | {t1['value']:.3f} "
                          f"[{t1['interval'][0]:.3f}, {t1['interval'][1]:.3f}] | {t1['chance']:.3f} | "
                          f"{t5['value']:.3f} [{t5['interval'][0]:.3f}, {t5['interval'][1]:.3f}] | "
                          f"{t5['chance']:.3f} |")
-    first = next(iter(runs.values()))
-    queries = json.loads((first / "retrieval.json").read_text())
-    n = next(v["queries"] for k, v in queries.items() if isinstance(v, dict))
-    return lines + ["", f"In-batch retrieval among {queries['candidates']} validation patients ({n} queries); "
-                        f"curves in figures/stage2.png.", ""]
+    return lines + ["", f"In-batch retrieval among {retrieval['candidates']} validation patients ({queries} "
+                        f"queries); curves in figures/stage2.png.", ""]
 
 
 def headline_section(results: dict[str, dict], ref: str = "mae") -> list[str]:
